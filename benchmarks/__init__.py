@@ -1,0 +1,1 @@
+"""Benchmarks of our kernels against their strongest peers (`make bench`)."""

@@ -1,0 +1,1 @@
+"""The glue: params composition, the notebook runner, the claims report."""

@@ -1,0 +1,169 @@
+"""Parameters: compose (Hydra), load (params.yaml), override, validate.
+
+The tree has three kinds of top-level keys: ``seed``, ``scale`` (the scale's global
+settings) and one ``pNN`` section per paper, validated by that paper's
+``config.Params`` (pydantic). Every failure is a :class:`ParamError` whose message is
+one line naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.paper import Paper, all_papers, get_paper, import_paper
+from shared.paths import CONF, PARAMS_FILE
+
+SCALES = ("smoke", "cpu", "gpu")
+
+
+class ParamError(ValueError):
+    """A bad or unknown parameter; the message is one line."""
+
+
+class Scale(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Literal["smoke", "cpu", "gpu"]
+    device: Literal["cpu", "cuda", "auto"] = Field(description="cuda requires a GPU; auto picks cuda when present")
+
+
+class Globals(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    seed: int = Field(ge=0)
+    scale: Scale
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """Compose pipelines/conf with Hydra overrides (``scale=cpu``, ``p06.n_dim=50``)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ParamError(_hydra_message(exc, overrides)) from None
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _hydra_message(exc: Exception, overrides) -> str:
+    text = str(exc)
+    for item in overrides:
+        key, _, value = item.lstrip("+~").partition("=")
+        if "/" not in key and "." not in key and f"'{key}/{value}'" in text:
+            group = CONF / key
+            options = sorted(p.stem for p in group.glob("*.yaml") if p.stem != "base")
+            return f"{key}: {value!r} is not an option; allowed: {', '.join(options)}"
+        if f"'{key}'" in text and ("not in struct" in text or "Could not override" in text):
+            section, _, leaf = key.rpartition(".")
+            return f"{key}: unknown key{_allowed_keys_hint(section)}"
+    return " ".join(text.split())
+
+
+def _allowed_keys_hint(section: str) -> str:
+    if not section:
+        return ""
+    try:
+        from omegaconf import OmegaConf
+
+        node = OmegaConf.to_container(OmegaConf.load(CONF / section.split(".")[0] / "base.yaml"))
+        for part in section.split(".")[1:]:
+            node = node[part]
+        return f"; allowed in {section}: {', '.join(sorted(node))}"
+    except Exception:  # a hint only; the error stands without it
+        return ""
+
+
+def load(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ParamError(f"{path}: missing; compose it with `python -m pipelines.params` (or `make params`)")
+    with path.open() as fh:
+        return yaml.safe_load(fh) or {}
+
+
+def apply_overrides(section: dict[str, Any], overrides: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Set dotted keys in a copy of ``section``; a key must already exist."""
+    import copy
+
+    out = copy.deepcopy(section)
+    for dotted, value in overrides.items():
+        node, parts = out, str(dotted).split(".")
+        for depth, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                where = ".".join([prefix, *parts[:depth]])
+                allowed = ", ".join(sorted(node)) if isinstance(node, dict) else "(not a section)"
+                raise ParamError(f"{prefix}.{dotted}: unknown key; allowed in {where}: {allowed}")
+            if depth == len(parts) - 1:
+                node[part] = value
+            else:
+                node = node[part]
+    return out
+
+
+def params_model(paper: Paper) -> type[BaseModel]:
+    import_paper(paper.number)
+    try:
+        module = importlib.import_module(f"{paper.package}.config")
+    except ModuleNotFoundError as exc:
+        raise ParamError(f"{paper.key}: {paper.folder}/config.py is missing ({exc})") from None
+    return module.Params
+
+
+def validate_section(model: type[BaseModel], values: Any, prefix: str) -> BaseModel:
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise ParamError(_one_line(exc, model, prefix)) from None
+
+
+def _one_line(exc: ValidationError, model: type[BaseModel], prefix: str) -> str:
+    err = exc.errors()[0]
+    loc = ".".join([prefix, *map(str, err["loc"])]) if prefix else ".".join(map(str, err["loc"]))
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    if err["type"] == "extra_forbidden":
+        parent = model
+        for part in err["loc"][:-1]:
+            field = parent.model_fields.get(str(part))
+            parent = field.annotation if field is not None and isinstance(field.annotation, type) else None
+            if parent is None or not issubclass(parent, BaseModel):
+                break
+        allowed = ", ".join(parent.model_fields) if parent is not None and issubclass(parent, BaseModel) else "?"
+        return f"{loc}: unknown key; allowed: {allowed}{more}"
+    if err["type"] == "missing":
+        return f"{loc}: missing{more}"
+    return f"{loc}: {err['msg']} (got {err.get('input')!r}){more}"
+
+
+def validate(params: dict[str, Any]) -> dict[str, BaseModel]:
+    """Validate the whole tree; return {"globals": Globals, "p06": Params, ...}."""
+    papers = {p.key: p for p in all_papers()}
+    known = {"seed", "scale", *papers}
+    for key in params:
+        if key not in known:
+            raise ParamError(f"{key}: unknown top-level key; allowed: {', '.join(sorted(known))}")
+    out: dict[str, BaseModel] = {
+        "globals": validate_section(Globals, {k: params.get(k) for k in ("seed", "scale")}, "")
+    }
+    for key, paper in papers.items():
+        if key not in params:
+            raise ParamError(f"{key}: missing; add `- {key}: ${{scale}}` to pipelines/conf/config.yaml")
+        out[key] = validate_section(params_model(paper), params[key], key)
+    return out
+
+
+def paper_params(ident: str | int, params: dict[str, Any], overrides: dict[str, Any] | None = None):
+    """The validated (globals, Params) of one paper, with dotted ``overrides`` applied."""
+    paper = get_paper(ident)
+    if paper.key not in params:
+        raise ParamError(f"{paper.key}: missing from params; recompose with `python -m pipelines.params`")
+    section = apply_overrides(params[paper.key], overrides or {}, paper.key)
+    glob = validate_section(Globals, {k: params.get(k) for k in ("seed", "scale")}, "")
+    return glob, validate_section(params_model(paper), section, paper.key)

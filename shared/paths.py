@@ -1,0 +1,15 @@
+"""Where things live. Every path in the project is derived from the repository root,
+so code behaves the same whatever the current directory (JupyterLab starts kernels in
+the notebook's folder, the pipeline in the root)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# shared/ sits directly under the root; no marker-file search needed.
+ROOT = Path(__file__).resolve().parent.parent
+PAPERS = ROOT / "papers"
+CONF = ROOT / "pipelines" / "conf"
+PARAMS_FILE = ROOT / "params.yaml"
+REPORTS = ROOT / "reports"
+BUILD = ROOT / "build"  # scratch: staging of pipeline outputs, interactive runs, failed notebooks

@@ -1,0 +1,72 @@
+import pytest
+
+from shared import claims as ledger
+from shared.paper import all_papers
+
+
+@pytest.mark.parametrize(
+    ("check", "value", "holds"),
+    [
+        ("<= 0.5", 0.5, True),
+        ("<= 0.5", 0.51, False),
+        ("< 0.5", 0.5, False),
+        (">= 1.2", 1.3, True),
+        ("> -1e-3", 0.0, True),
+        ("in [0.55, 0.65]", 0.6, True),
+        ("in [0.55, 0.65]", 0.66, False),
+    ],
+)
+def test_checks(check, value, holds):
+    assert ledger.parse_check(check)(value) is holds
+
+
+@pytest.mark.parametrize("bad", ["~ 3", "<= ", "in [2, 1]", "0.5"])
+def test_bad_checks_are_rejected(bad):
+    with pytest.raises(ValueError):
+        ledger.parse_check(bad)
+
+
+def _claim(**kw):
+    base = dict(
+        id="a-claim",
+        claim="something the paper says",
+        paper_value="2x",
+        source="Table 1",
+        metric="speedup",
+        check=">= 1.5",
+        expected_at=["cpu"],
+    )
+    return ledger.Claim(**{**base, **kw})
+
+
+def test_evaluate_statuses():
+    claim = _claim()
+    assert ledger.evaluate(claim, {"speedup": 2.0}) == (2.0, ledger.HOLDS)
+    assert ledger.evaluate(claim, {"speedup": 1.0}) == (1.0, ledger.FAILS)
+    assert ledger.evaluate(claim, {}) == (None, ledger.NOT_RUN)
+    timed = _claim(metric="timings.speedup")
+    assert ledger.evaluate(timed, {"timings": {"speedup": 3}}) == (3, ledger.HOLDS)
+    assert ledger.evaluate(timed, {"speedup": 3}) == (None, ledger.NOT_RUN)
+    with pytest.raises(TypeError):
+        ledger.evaluate(claim, {"speedup": "fast"})
+
+
+def test_claim_schema_rejects_bad_entries():
+    with pytest.raises(ValueError):
+        _claim(id="Not Kebab")
+    with pytest.raises(ValueError):
+        _claim(check="about 2")
+    with pytest.raises(ValueError):
+        _claim(expected_at=["tpu"])
+    with pytest.raises(ValueError):
+        _claim(extra_field=1)
+
+
+@pytest.mark.parametrize("paper", all_papers(), ids=lambda p: p.key)
+def test_every_paper_claims_file_is_valid(paper):
+    spec = ledger.load_claims(paper)
+    assert spec.paper == paper.number
+    for claim in spec.claims:
+        if set(claim.expected_at) != {"smoke", "cpu", "gpu"}:
+            # leaving a scale out is a decision that must be explained
+            assert claim.note.strip(), f"{claim.id}: expected_at leaves a scale out without a note"
