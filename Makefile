@@ -49,8 +49,8 @@ test: repro  ## the whole check: smoke repro of every paper, then every test
 test-unit: setup  ## unit tests only (no pipeline run)
 	$(BIN)/pytest -m "not pipeline"
 
-lab: setup  ## JupyterLab; open papers/*/notebooks/*.py with "Open With > Notebook"
-	$(BIN)/jupyter lab
+lab: setup  ## JupyterLab; open papers/*/notebooks/*.py with "Open With > Notebook", kernel "Python (efflab)"
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: setup  ## benchmarks of our kernels against their peers -> benchmarks/results.json
 	$(BIN)/python -m benchmarks.run

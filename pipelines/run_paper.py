@@ -17,6 +17,7 @@ kernel start-up plus imports, ~1 s for numpy-only notebooks and ~3 s with torch,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -99,9 +100,44 @@ def run_paper(paper: Paper, params_file: Path = PARAMS_FILE, dest: Path | None =
     stage = BUILD / "stage" / paper.key
     shutil.rmtree(stage, ignore_errors=True)
     (stage / "executed").mkdir(parents=True)
-    os.environ.update({"MPLBACKEND": "Agg", "PYTHONHASHSEED": "0", "SOURCE_DATE_EPOCH": "0"})
     print(f"[{paper.key}] {paper.slug} · scale={glob.scale.name} · {len(notebooks)} notebooks", flush=True)
     total = time.perf_counter()
+    with _kernel_environment(params_file):
+        _run_notebooks(paper, notebooks, stage)
+
+    metrics = stage / "metrics.json"
+    if not metrics.exists() or set(json.loads(metrics.read_text())) <= {"run"}:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise NotebookFailed(f"paper {paper.number} ({paper.slug}): no notebook called run.log_metrics")
+    if not (stage / "timings.json").exists():
+        (stage / "timings.json").write_text("{}\n")
+    _publish(stage, dest)
+    print(f"[{paper.key}] done in {time.perf_counter() - total:.1f} s", flush=True)
+    return dest
+
+
+@contextlib.contextmanager
+def _kernel_environment(params_file: Path):
+    """Kernels inherit these: the params file validated here, a headless backend, fixed hashing."""
+    values = {
+        "EFFLAB_PARAMS": str(Path(params_file).resolve()),
+        "MPLBACKEND": "Agg",
+        "PYTHONHASHSEED": "0",
+        "SOURCE_DATE_EPOCH": "0",
+    }
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _run_notebooks(paper: Paper, notebooks: list[Path], stage: Path) -> None:
     for source in notebooks:
         executed = stage / "executed" / f"{source.stem}.ipynb"
         try:
@@ -118,16 +154,6 @@ def run_paper(paper: Paper, params_file: Path = PARAMS_FILE, dest: Path | None =
                 f"[executed notebook: {failed.relative_to(ROOT)}]"
             ) from None
         print(f"[{paper.key}]   {source.name:<32} {seconds:6.1f} s", flush=True)
-
-    metrics = stage / "metrics.json"
-    if not metrics.exists() or set(json.loads(metrics.read_text())) <= {"run"}:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise NotebookFailed(f"paper {paper.number} ({paper.slug}): no notebook called run.log_metrics")
-    if not (stage / "timings.json").exists():
-        (stage / "timings.json").write_text("{}\n")
-    _publish(stage, dest)
-    print(f"[{paper.key}] done in {time.perf_counter() - total:.1f} s", flush=True)
-    return dest
 
 
 def _publish(stage: Path, dest: Path) -> None:

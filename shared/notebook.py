@@ -102,7 +102,8 @@ def start(
             raise config.ParamError(f"scale: {scale!r} is not allowed; allowed: {', '.join(config.SCALES)}")
         tree = config.compose([f"scale={scale}"])
     else:
-        tree = config.load(params_file or config.PARAMS_FILE)
+        # The runner names the composed file it validated (EFFLAB_PARAMS); JupyterLab uses the root one.
+        tree = config.load(params_file or os.environ.get("EFFLAB_PARAMS") or config.PARAMS_FILE)
     glob, params = config.paper_params(info.number, tree, overrides)
     resolved_device = device.resolve(glob.scale.device)
 

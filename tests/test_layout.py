@@ -47,6 +47,17 @@ def test_parameters_cell_holds_literals_only(path):
         ast.literal_eval(node.value)  # raises on anything but a literal
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_papermill_reads_every_parameter(path):
+    # papermill skips a line it cannot parse (an "=" inside the comment, say); then
+    # `papermill --help-notebook` and type inference silently lose that parameter.
+    from papermill.translators import PythonTranslator
+
+    cell = _code_cells(path)[0]
+    assigned = [t.id for n in ast.parse(cell.source).body for t in n.targets]  # type: ignore[attr-defined]
+    assert [p.name for p in PythonTranslator.inspect(cell)] == assigned
+
+
 @pytest.mark.parametrize("path", [nb for p in PAPERS for nb in p.notebooks], ids=lambda p: p.name)
 def test_paper_notebooks_start_through_shared_notebook(path):
     cells = _code_cells(path)
