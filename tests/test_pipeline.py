@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipelines import run_paper as runner
 from shared import claims as ledger
@@ -64,3 +65,19 @@ def test_same_params_and_seed_give_identical_metrics(tmp_path):
     paper = PAPERS[0]
     dest = runner.run_paper(paper, PARAMS_FILE, dest=tmp_path / paper.key)
     assert (dest / "metrics.json").read_text() == (paper.folder / "metrics.json").read_text()
+
+
+def test_changing_one_papers_parameter_invalidates_only_that_paper():
+    paper = PAPERS[0]
+    original = PARAMS_FILE.read_text()
+    tree = yaml.safe_load(original)
+    field, value = next((k, v) for k, v in tree[paper.key].items() if isinstance(v, int) and not isinstance(v, bool))
+    tree[paper.key][field] = value + 1
+    try:
+        PARAMS_FILE.write_text(yaml.safe_dump(tree, sort_keys=False))
+        out = subprocess.run([DVC, "status", "--json"], cwd=ROOT, capture_output=True, text=True, check=True)
+        stale = set(json.loads(out.stdout))
+    finally:
+        PARAMS_FILE.write_text(original)
+    others = {p.key for p in PAPERS} - {paper.key}
+    assert paper.key in stale and not (stale & others), stale
