@@ -111,11 +111,9 @@ def start(
     plotting.theme()
 
     interactive = not out_dir
+    # Interactive runs share one folder per paper, so a figures notebook opened after the
+    # compute notebooks finds their tables; each notebook overwrites what it writes.
     out = Path(out_dir) if out_dir else BUILD / "lab" / info.key
-    if interactive and out.exists():
-        import shutil
-
-        shutil.rmtree(out)  # an interactive run starts clean, like a pipeline run
     (out / "results").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     run = Run(info, params, glob.scale.name, glob.seed, resolved_device, out, interactive)

@@ -22,9 +22,12 @@ def test_start_validates_seeds_and_records_the_scale(run, tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["run"] == {"scale": "smoke", "seed": 0}
 
 
-def test_interactive_runs_write_under_build_lab():
-    run = notebook.start(PAPER.number)
-    assert run.interactive and run.out_dir.parts[-3:] == ("build", "lab", PAPER.key)
+def test_interactive_runs_write_under_build_lab_and_later_notebooks_see_earlier_tables():
+    first = notebook.start(PAPER.number)
+    assert first.interactive and first.out_dir.parts[-3:] == ("build", "lab", PAPER.key)
+    first.save_table(pd.DataFrame({"x": [7]}), "from_first_notebook")
+    second = notebook.start(PAPER.number)  # e.g. the figures notebook, opened next
+    assert second.load_table("from_first_notebook")["x"].tolist() == [7]
 
 
 def test_metrics_merge_and_reject_non_finite(run, tmp_path):
