@@ -3,7 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SCALE ?= smoke
+SCALE ?=
+OVERRIDES ?=
 P ?=
 # torch: the CPU build on machines without CUDA; set TORCH_SPEC=torch on a GPU server.
 TORCH_SPEC ?= torch==2.13.0
@@ -14,7 +15,8 @@ KERNEL_NAME := efflab
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
-	@echo "  variables: SCALE=smoke|cpu|gpu (default smoke), P=NN (a paper number)"
+	@echo "  variables: SCALE=smoke|cpu|gpu, OVERRIDES=\"p06.n_dim=200 ...\", P=NN (a paper number)"
+	@echo "  repro/paper recompose params.yaml only when SCALE or OVERRIDES is given"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,23 +30,31 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.installed  ## create .venv and install the project (idempotent)
 
-params: setup  ## compose params.yaml at SCALE (plus OVERRIDES="p06.n_dim=50 ...")
-	$(BIN)/python -m pipelines.params scale=$(SCALE) $(OVERRIDES)
+COMPOSE := $(BIN)/python -m pipelines.params scale=$(or $(SCALE),smoke) $(OVERRIDES)
+# repro and paper keep params.yaml as it is (composed earlier, maybe at gpu scale) unless asked.
+MAYBE_COMPOSE = $(if $(SCALE)$(OVERRIDES),$(COMPOSE),@echo "using params.yaml as composed (pass SCALE= or OVERRIDES= to recompose)")
+DVC := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc
 
-repro: params  ## reproduce every paper at SCALE with dvc repro, then the claims ledger
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
+params: setup  ## compose params.yaml at SCALE (default smoke) with OVERRIDES
+	$(COMPOSE)
+
+repro: setup  ## reproduce every paper with dvc repro, then the claims ledger [SCALE=..]
+	$(MAYBE_COMPOSE)
+	$(DVC) repro
 	$(BIN)/python -m pipelines.claims --readmes
 
-paper: params  ## reproduce one paper: make paper P=06 [SCALE=cpu]
+paper: setup  ## reproduce one paper: make paper P=06 [SCALE=cpu]
 	@test -n "$(P)" || { echo "error: P: give a paper number, e.g. make paper P=06" >&2; exit 2; }
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro --single-item p$(P) report
+	$(MAYBE_COMPOSE)
+	$(DVC) repro --single-item p$(P) report
 	$(BIN)/python -m pipelines.claims --readmes
 
 report: setup  ## rebuild the claims ledger and the README ledger blocks from the last runs
 	$(BIN)/python -m pipelines.claims --readmes
 
-test: repro  ## the whole check: smoke repro of every paper, then every test
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest
+test: setup  ## the whole check: smoke repro of every paper, then every test
+	$(MAKE) repro SCALE=smoke
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest
 
 test-unit: setup  ## unit tests only (no pipeline run)
 	$(BIN)/pytest -m "not pipeline"

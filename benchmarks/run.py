@@ -54,10 +54,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for rec in importlib.import_module(f"benchmarks.{name}").run():
             ratio = rec["peer_value"] / rec["ours"] if rec["lower_is_better"] else rec["ours"] / rec["peer_value"]
-            rec = {**rec, "ratio_vs_peer": round(ratio, 3)}
+            rec = {"benchmark": name.removeprefix("bench_"), **rec, "ratio_vs_peer": round(ratio, 3)}
             records.append(rec)
             print(f"{rec['name']:<48} ours {rec['ours']:.4g} {rec['unit']} · {rec['peer']} {rec['peer_value']:.4g} · x{rec['ratio_vs_peer']}")
-    out = {"command": "make bench  (python -m benchmarks.run)", "machine": machine(), "records": records}
+    if wanted and RESULTS.exists():  # a partial run replaces only its own benchmarks' records
+        ran = {r["benchmark"] for r in records}
+        records = [r for r in json.loads(RESULTS.read_text())["records"] if r.get("benchmark") not in ran] + records
+    out = {"command": "make bench  (python -m benchmarks.run [name ...])", "machine": machine(), "records": records}
     tmp = RESULTS.with_suffix(".tmp")
     tmp.write_text(json.dumps(out, indent=2) + "\n")
     tmp.replace(RESULTS)

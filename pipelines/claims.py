@@ -126,7 +126,9 @@ def to_html(report: dict) -> str:
     )
     for p in report["papers"]:
         parts.append(f"<h2>{html.escape(p['paper'])}. {html.escape(p['title'])}</h2>")
-        parts.append(f"<p>{html.escape(p['authors'])} · {html.escape(p['venue'])} · scale run: <b>{p['scale']}</b></p>")
+        parts.append(
+            f"<p>{html.escape(p['authors'])} · {html.escape(p['venue'])} · scale run: <b>{p['scale'] or 'not run'}</b></p>"
+        )
         parts.append("<table><tr><th>claim</th><th>paper (source)</th><th>ours</th><th>check</th><th>status</th></tr>")
         for r in p["claims"]:
             cls = {"holds": "holds", "does not hold": "fails", "not run": "notrun"}[r["status"]]
@@ -165,7 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readmes", action="store_true", help="also update each paper README's ledger block")
     args = parser.parse_args(argv)
-    report = build()
+    try:
+        report = build()
+    except (ValueError, TypeError, FileNotFoundError) as exc:  # a bad claims.yaml or metric
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / "claims.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     (REPORTS / "claims.md").write_text(to_markdown(report))

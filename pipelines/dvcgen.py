@@ -44,7 +44,7 @@ def paper_stage(paper: Paper) -> dict:
 
 
 def report_stage(papers: list[Paper]) -> dict:
-    deps = ["pipelines/claims.py"]
+    deps = ["pipelines/claims.py", "shared/claims.py"]
     for p in papers:
         deps += [
             _rel(p.folder / "claims.yaml"),

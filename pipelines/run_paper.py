@@ -30,7 +30,7 @@ from shared import config, device
 from shared.paper import Paper, get_paper
 from shared.paths import BUILD, PARAMS_FILE, ROOT
 
-KERNEL = os.environ.get("EFFLAB_KERNEL", "python3")  # the kernel of the Python running this
+KERNEL = "python3"  # the name recorded in executed notebooks; the kernel itself is sys.executable
 OUTPUTS = ("metrics.json", "timings.json", "results", "figures", "executed")
 
 
@@ -38,20 +38,33 @@ class NotebookFailed(RuntimeError):
     pass
 
 
-def _ipc_kernel_manager(socket_dir: str):
-    """A kernel manager talking to its kernel over Unix sockets in ``socket_dir``:
-    nothing listens on a TCP port, and the kernel has no plain-TCP warning to print."""
+def _kernel_manager(socket_dir: str):
+    """A kernel manager whose kernel is this very Python (``sys.executable``), whatever
+    kernelspecs named ``python3`` lie elsewhere on the Jupyter path (a ``--user`` install
+    pointing at another interpreter would otherwise win), talking over Unix sockets in
+    ``socket_dir``: nothing listens on a TCP port."""
+    from jupyter_client.kernelspec import KernelSpec
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import CaselessStrEnum, default
 
-    class IPCKernelManager(AsyncKernelManager):
+    class ThisPythonKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
 
         @default("ip")
         def _ip_default(self):
             return os.path.join(socket_dir, "kernel")
 
-    return IPCKernelManager
+        @property
+        def kernel_spec(self) -> KernelSpec:
+            if self._kernel_spec is None:
+                self._kernel_spec = KernelSpec(
+                    argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                    display_name="Python (efflab)",
+                    language="python",
+                )
+            return self._kernel_spec
+
+    return ThisPythonKernelManager
 
 
 def execute_notebook(source: Path, executed: Path, parameters: dict, socket_dir: str) -> float:
@@ -70,7 +83,7 @@ def execute_notebook(source: Path, executed: Path, parameters: dict, socket_dir:
             parameters=parameters,
             kernel_name=KERNEL,
             language="python",
-            kernel_manager_class=_ipc_kernel_manager(socket_dir),
+            kernel_manager_class=_kernel_manager(socket_dir),
             cwd=str(ROOT),
             progress_bar=False,
             start_timeout=120,
@@ -81,6 +94,8 @@ def execute_notebook(source: Path, executed: Path, parameters: dict, socket_dir:
             f"cell {exc.cell_index} (In [{exc.exec_count}], starts `{first_line[:60]}`): {exc.ename}: "
             f"{' '.join(str(exc.evalue).split())[:300]}"
         ) from None
+    except Exception as exc:  # the kernel died (OOM kill, segfault), timed out, or would not start
+        raise NotebookFailed(f"kernel failure: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
     return time.perf_counter() - started
 
 
@@ -92,7 +107,7 @@ def run_paper(paper: Paper, params_file: Path = PARAMS_FILE, dest: Path | None =
     tree = config.load(params_file)
     config.validate(tree)  # the whole tree: a bad key anywhere stops every stage at once
     glob, _ = config.paper_params(paper.number, tree)
-    device.resolve(glob.scale.device)
+    device.resolve(glob.scale.device, glob.scale.name)
     notebooks = paper.notebooks
     if not notebooks:
         raise NotebookFailed(f"no notebooks in {paper.folder / 'notebooks'} (expected NN_name.py)")
@@ -102,16 +117,17 @@ def run_paper(paper: Paper, params_file: Path = PARAMS_FILE, dest: Path | None =
     (stage / "executed").mkdir(parents=True)
     print(f"[{paper.key}] {paper.slug} · scale={glob.scale.name} · {len(notebooks)} notebooks", flush=True)
     total = time.perf_counter()
-    with _kernel_environment(params_file):
-        _run_notebooks(paper, notebooks, stage)
-
-    metrics = stage / "metrics.json"
-    if not metrics.exists() or set(json.loads(metrics.read_text())) <= {"run"}:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise NotebookFailed(f"paper {paper.number} ({paper.slug}): no notebook called run.log_metrics")
-    if not (stage / "timings.json").exists():
-        (stage / "timings.json").write_text("{}\n")
-    _publish(stage, dest)
+    try:
+        with _kernel_environment(params_file):
+            _run_notebooks(paper, notebooks, stage)
+        metrics = stage / "metrics.json"
+        if not metrics.exists() or set(json.loads(metrics.read_text())) <= {"run"}:
+            raise NotebookFailed(f"paper {paper.number} ({paper.slug}): no notebook called run.log_metrics")
+        if not (stage / "timings.json").exists():
+            (stage / "timings.json").write_text("{}\n")
+        _publish(stage, dest)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)  # whatever happened, no staged leftovers
     print(f"[{paper.key}] done in {time.perf_counter() - total:.1f} s", flush=True)
     return dest
 
@@ -142,13 +158,15 @@ def _run_notebooks(paper: Paper, notebooks: list[Path], stage: Path) -> None:
         executed = stage / "executed" / f"{source.stem}.ipynb"
         try:
             with tempfile.TemporaryDirectory(prefix="efflab-kernel-") as socket_dir:
-                seconds = execute_notebook(source, executed, {"out_dir": str(stage)}, socket_dir)
+                # All three parameters are injected, so whatever a notebook's parameters cell was
+                # left at after interactive work, the pipeline runs what params.yaml says.
+                parameters = {"scale": "", "overrides": {}, "out_dir": str(stage)}
+                seconds = execute_notebook(source, executed, parameters, socket_dir)
         except NotebookFailed as exc:
             failed = BUILD / "failed" / paper.key / executed.name
             failed.parent.mkdir(parents=True, exist_ok=True)
             if executed.exists():
                 shutil.move(executed, failed)
-            shutil.rmtree(stage, ignore_errors=True)
             raise NotebookFailed(
                 f"paper {paper.number} ({paper.slug}), notebook {source.name}, {exc} "
                 f"[executed notebook: {failed.relative_to(ROOT)}]"
@@ -157,16 +175,25 @@ def _run_notebooks(paper: Paper, notebooks: list[Path], stage: Path) -> None:
 
 
 def _publish(stage: Path, dest: Path) -> None:
+    """Move staged outputs into ``dest``. Each is first moved beside its target (works
+    across file systems), and only then swapped in, so a crash leaves the old output."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in OUTPUTS:
-        target = dest / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
+        target, incoming = dest / name, dest / f".{name}.incoming"
+        _remove(incoming)
         if (stage / name).exists():
-            os.replace(stage / name, target)
+            shutil.move(str(stage / name), incoming)
+        _remove(target)
+        if incoming.exists():
+            os.replace(incoming, target)
     shutil.rmtree(stage, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         run_paper(get_paper(args.paper), args.params, args.dest)
-    except (KeyError, config.ParamError, device.DeviceError, NotebookFailed) as exc:
+    except (KeyError, OSError, config.ParamError, device.DeviceError, NotebookFailed) as exc:
         message = exc.args[0] if exc.args else str(exc)
         print(f"error: {message}", file=sys.stderr)
         return 1

@@ -113,6 +113,9 @@ def evaluate(claim: Claim, run: dict[str, Any]) -> tuple[Any, str]:
     """(our value, status) for one claim."""
     value = lookup(run, claim.metric)
     if value is None:
+        if "run" in run:  # the paper ran, so a missing metric is a typo or a notebook bug
+            have = sorted(k for k in run if k not in ("run", "timings")) + sorted(f"timings.{k}" for k in run.get("timings", {}))
+            raise ValueError(f"claim {claim.id}: metric {claim.metric!r} is not among the run's metrics: {have}")
         return None, NOT_RUN
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise TypeError(f"claim {claim.id}: metric {claim.metric} = {value!r} is not a finite number")

@@ -33,7 +33,7 @@ class Scale(BaseModel):
 
 class Globals(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    seed: int = Field(ge=0)
+    seed: int = Field(ge=0, le=2**31 - 1, description="papers use seed + i; numpy takes < 2**32")
     scale: Scale
 
 
@@ -62,23 +62,25 @@ def _hydra_message(exc: Exception, overrides) -> str:
             options = sorted(p.stem for p in group.glob("*.yaml") if p.stem != "base")
             return f"{key}: {value!r} is not an option; allowed: {', '.join(options)}"
         if f"'{key}'" in text and ("not in struct" in text or "Could not override" in text):
-            section, _, leaf = key.rpartition(".")
-            return f"{key}: unknown key{_allowed_keys_hint(section)}"
+            section, _, _ = key.rpartition(".")
+            allowed = _allowed_keys(section)
+            where = section or "the top level"
+            return f"{key}: unknown key" + (f"; allowed in {where}: {', '.join(allowed)}" if allowed else "")
     return " ".join(text.split())
 
 
-def _allowed_keys_hint(section: str) -> str:
-    if not section:
-        return ""
-    try:
-        from omegaconf import OmegaConf
-
-        node = OmegaConf.to_container(OmegaConf.load(CONF / section.split(".")[0] / "base.yaml"))
-        for part in section.split(".")[1:]:
-            node = node[part]
-        return f"; allowed in {section}: {', '.join(sorted(node))}"
-    except Exception:  # a hint only; the error stands without it
-        return ""
+def _allowed_keys(section: str) -> list[str]:
+    """The keys a section may hold, from the models (for a hint in an error message)."""
+    parts = section.split(".") if section else []
+    if not parts:
+        return sorted({*Globals.model_fields, *(p.key for p in all_papers())})
+    papers = {p.key: p for p in all_papers()}
+    model = Scale if parts[0] == "scale" else params_model(papers[parts[0]]) if parts[0] in papers else None
+    for part in parts[1:]:
+        field = model.model_fields.get(part) if model is not None else None
+        annotation = field.annotation if field is not None else None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return sorted(model.model_fields) if model is not None else []
 
 
 def load(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
@@ -93,12 +95,20 @@ def apply_overrides(section: dict[str, Any], overrides: dict[str, Any], prefix: 
     """Set dotted keys in a copy of ``section``; a key must already exist."""
     import copy
 
+    if not isinstance(overrides, dict):
+        raise ParamError(
+            f"overrides: a dict of dotted keys to values is expected, e.g. {{'n_dim': 200}} (got {overrides!r})"
+        )
     out = copy.deepcopy(section)
     for dotted, value in overrides.items():
         node, parts = out, str(dotted).split(".")
         for depth, part in enumerate(parts):
-            if not isinstance(node, dict) or part not in node:
-                where = ".".join([prefix, *parts[:depth]])
+            where = ".".join([prefix, *parts[:depth]])
+            if isinstance(node, list):  # a list element by index, as Hydra's `key.0=` does
+                if not (part.isdigit() and int(part) < len(node)):
+                    raise ParamError(f"{prefix}.{dotted}: {where} is a list of {len(node)}; use an index below it")
+                part = int(part)
+            elif not isinstance(node, dict) or part not in node:
                 allowed = ", ".join(sorted(node)) if isinstance(node, dict) else "(not a section)"
                 raise ParamError(f"{prefix}.{dotted}: unknown key; allowed in {where}: {allowed}")
             if depth == len(parts) - 1:
@@ -139,7 +149,11 @@ def _one_line(exc: ValidationError, model: type[BaseModel], prefix: str) -> str:
         return f"{loc}: unknown key; allowed: {allowed}{more}"
     if err["type"] == "missing":
         return f"{loc}: missing{more}"
-    return f"{loc}: {err['msg']} (got {err.get('input')!r}){more}"
+    message = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    if not err["loc"] or isinstance(value, (dict, list)) and len(repr(value)) > 80:
+        return f"{loc}: {message}{more}"  # a whole section as input: the message says what is wrong
+    return f"{loc}: {message} (got {value!r}){more}"
 
 
 def validate(params: dict[str, Any]) -> dict[str, BaseModel]:

@@ -7,8 +7,8 @@ class DeviceError(RuntimeError):
     pass
 
 
-def resolve(requested: str) -> str:
-    """``cpu`` | ``cuda`` | ``auto`` -> ``"cpu"`` or ``"cuda"``."""
+def resolve(requested: str, scale: str = "") -> str:
+    """``cpu`` | ``cuda`` | ``auto`` -> ``"cpu"`` or ``"cuda"``; ``scale`` names the scale in errors."""
     if requested == "cpu":
         return "cpu"
     import torch  # only paid for when a GPU may be used
@@ -19,7 +19,7 @@ def resolve(requested: str) -> str:
     if requested == "cuda":
         if not available:
             raise DeviceError(
-                "scale.device=cuda (scale=gpu) needs a CUDA GPU, but torch.cuda.is_available() is False "
+                f"scale.device=cuda{f' (scale={scale})' if scale else ''} needs a CUDA GPU, but torch.cuda.is_available() is False "
                 f"(torch {torch.__version__}); use scale=cpu or run on a GPU server"
             )
         return "cuda"

@@ -11,7 +11,7 @@ every output goes through ``run`` into one folder:
     <out>/figures/*.png|svg
 
 ``<out>`` is the staging folder the pipeline passes as ``out_dir`` (moved into the
-paper's folder only when every notebook succeeded), or ``build/lab/pNN`` for an
+paper's folder only when every notebook succeeded), or ``build/lab/pNN/<scale>`` for an
 interactive run, which therefore never touches the pipeline's outputs.
 """
 
@@ -52,7 +52,7 @@ class Run:
         return self.out_dir / "figures"
 
     def progress(self, iterable: Iterable, desc: str = "", total: int | None = None):
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # text bar: works in a terminal, JupyterLab and executed notebooks alike
 
         return tqdm(iterable, desc=desc, total=total, mininterval=0.5, file=sys.stderr)
 
@@ -82,7 +82,8 @@ class Run:
         return pd.read_csv(path)
 
     def save_figure(self, fig, name: str) -> list[Path]:
-        return plotting.save(fig, self.figures_dir / _stem(name))
+        """figures/<name>.png and .svg; in JupyterLab the figure stays open, so it shows."""
+        return plotting.save(fig, self.figures_dir / _stem(name), close=not self.interactive)
 
 
 def start(
@@ -105,22 +106,22 @@ def start(
         # The runner names the composed file it validated (EFFLAB_PARAMS); JupyterLab uses the root one.
         tree = config.load(params_file or os.environ.get("EFFLAB_PARAMS") or config.PARAMS_FILE)
     glob, params = config.paper_params(info.number, tree, overrides)
-    resolved_device = device.resolve(glob.scale.device)
+    resolved_device = device.resolve(glob.scale.device, glob.scale.name)
 
     seed_everything(glob.seed)
     plotting.theme()
 
     interactive = not out_dir
-    # Interactive runs share one folder per paper, so a figures notebook opened after the
-    # compute notebooks finds their tables; each notebook overwrites what it writes.
-    out = Path(out_dir) if out_dir else BUILD / "lab" / info.key
+    # Interactive runs share one folder per paper and scale, so a figures notebook opened
+    # after the compute notebooks finds their tables (and never those of another scale).
+    out = Path(out_dir) if out_dir else BUILD / "lab" / info.key / glob.scale.name
     (out / "results").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     run = Run(info, params, glob.scale.name, glob.seed, resolved_device, out, interactive)
     run.log_metrics({"run": {"scale": run.scale, "seed": run.seed}})  # the ledger reports the scale run
     print(
         f"{info.key} · scale={glob.scale.name} · seed={glob.seed} · device={resolved_device} · "
-        f"outputs -> {out if not interactive else out.relative_to(ROOT)}"
+        f"outputs -> {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}"
     )
     return run
 
@@ -148,7 +149,10 @@ def _check_json_value(key: str, value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if hasattr(value, "item"):  # numpy / torch scalars
-        value = value.item()
+        try:
+            value = value.item()
+        except (ValueError, RuntimeError):
+            raise TypeError(f"metric {key!r}: an array of shape {tuple(value.shape)} is not a scalar") from None
     if isinstance(value, int):
         return value
     if isinstance(value, float):
@@ -159,6 +163,9 @@ def _check_json_value(key: str, value: Any) -> Any:
 
 
 def _merge_json(path: Path, values: dict[str, Any]) -> None:
+    for key in values:
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"metric key {key!r}: keys are non-empty strings")
     clean = {k: _check_json_value(k, v) for k, v in values.items()}
     current = json.loads(path.read_text()) if path.exists() else {}
     current.update(clean)

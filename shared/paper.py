@@ -18,6 +18,7 @@ from pathlib import Path
 from shared.paths import PAPERS
 
 _FOLDER = re.compile(r"^(\d{2})-[a-z0-9][a-z0-9-]*$")
+_NOTEBOOK = re.compile(r"^\d{2}_[A-Za-z0-9_]+\.py$")
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,22 @@ class Paper:
 
     @property
     def notebooks(self) -> list[Path]:
-        return sorted((self.folder / "notebooks").glob("[0-9][0-9]_*.py"))
+        scripts = sorted((self.folder / "notebooks").glob("*.py"))
+        misnamed = [p.name for p in scripts if not _NOTEBOOK.match(p.name)]
+        if misnamed:  # it would silently never run
+            raise RuntimeError(f"{self.slug}/notebooks: name notebooks NN_name.py, not {misnamed}")
+        return scripts
 
 
 def all_papers() -> list[Paper]:
-    found = [Paper(m.group(1), d) for d in sorted(PAPERS.iterdir()) if d.is_dir() and (m := _FOLDER.match(d.name))]
+    found = []
+    for folder in sorted(PAPERS.iterdir()):
+        if not folder.is_dir() or folder.name.startswith((".", "_")):
+            continue
+        match = _FOLDER.match(folder.name)
+        if match is None:  # a misnamed folder would otherwise drop out of every stage and test
+            raise RuntimeError(f"papers/{folder.name}: name a paper folder NN-slug (two digits, lower-case slug)")
+        found.append(Paper(match.group(1), folder))
     numbers = [p.number for p in found]
     dupes = {n for n in numbers if numbers.count(n) > 1}
     if dupes:

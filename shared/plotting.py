@@ -8,11 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless; JupyterLab's inline backend overrides when interactive
-import matplotlib.pyplot as plt  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt  # the backend is the caller's: inline in JupyterLab, Agg in the pipeline
+import seaborn as sns
 
 PALETTE = "colorblind"
 FIG_DPI = 150
@@ -32,12 +29,15 @@ def theme() -> None:
     )
 
 
-def save(fig: plt.Figure, stem: Path) -> list[Path]:
-    """Write ``stem.png`` and ``stem.svg`` deterministically; return the paths."""
+def save(fig: plt.Figure, stem: Path, close: bool = True) -> list[Path]:
+    """Write ``stem.png`` and ``stem.svg`` deterministically; return the paths. ``close``
+    frees the figure; leave it open where it should still be shown (JupyterLab)."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    png, svg = stem.with_suffix(".png"), stem.with_suffix(".svg")
+    # Append the suffixes (with_suffix would cut "keep_f0.1" to "keep_f0").
+    png, svg = stem.parent / f"{stem.name}.png", stem.parent / f"{stem.name}.svg"
     fig.savefig(png, metadata={"Software": None})
     fig.savefig(svg, metadata={"Date": None, "Creator": None})
-    plt.close(fig)
+    if close:
+        plt.close(fig)
     return [png, svg]

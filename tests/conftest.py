@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from shared.paper import all_papers, import_paper
 
@@ -19,3 +20,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("gpu") and not has_cuda:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def smoke_params(tmp_path_factory):
+    """params.yaml composed at smoke scale in a scratch folder, so unit tests do not depend
+    on whatever scale the workspace's params.yaml was last composed at."""
+    from shared import config
+
+    path = tmp_path_factory.mktemp("params") / "params.yaml"
+    path.write_text(yaml.safe_dump(config.compose(["scale=smoke"]), sort_keys=False))
+    return path

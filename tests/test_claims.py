@@ -49,6 +49,9 @@ def test_evaluate_statuses():
     assert ledger.evaluate(timed, {"speedup": 3}) == (None, ledger.NOT_RUN)
     with pytest.raises(TypeError):
         ledger.evaluate(claim, {"speedup": "fast"})
+    # a paper that ran but lacks the metric: a typo, never silently "not run"
+    with pytest.raises(ValueError, match=r"'speedup' is not among the run's metrics: \['sped_up'\]"):
+        ledger.evaluate(claim, {"run": {"scale": "smoke"}, "sped_up": 2.0})
 
 
 def test_claim_schema_rejects_bad_entries():

@@ -1,11 +1,13 @@
 """Every config composes; bad parameters fail in one line before any compute."""
 
+import subprocess
+
 import pytest
 import yaml
 
 from shared import config
 from shared.paper import all_papers
-from shared.paths import CONF, PARAMS_FILE
+from shared.paths import CONF, ROOT
 
 PAPERS = all_papers()
 
@@ -37,9 +39,10 @@ def test_base_yaml_keys_are_exactly_the_params_fields(paper):
 
 
 def test_committed_params_yaml_is_the_smoke_composition():
-    # params.yaml is generated; a hand edit (or a forgotten recompose) shows up here.
-    committed = yaml.safe_load(PARAMS_FILE.read_text())
-    assert committed == config.compose(["scale=smoke"])
+    # params.yaml is generated; a hand edit (or a forgotten recompose) shows up here. It is
+    # the committed file that must be smoke: the workspace may be composed at any scale.
+    shown = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert yaml.safe_load(shown.stdout) == config.compose(["scale=smoke"])
 
 
 def test_override_changes_one_value():
@@ -88,3 +91,31 @@ def test_notebook_overrides_must_name_existing_keys():
     tree = config.compose([])
     with pytest.raises(config.ParamError, match=rf"^{paper.key}\.nope: unknown key; allowed in {paper.key}: "):
         config.paper_params(paper.number, tree, {"nope": 3})
+
+
+def test_unknown_key_hints_cover_top_level_and_scale():
+    with pytest.raises(config.ParamError, match=r"^sed: unknown key; allowed in the top level: .*seed"):
+        config.compose(["sed=1"])
+    with pytest.raises(config.ParamError, match=r"^scale\.devcie: unknown key; allowed in scale: device, name$"):
+        config.compose(["scale.devcie=cpu"])
+
+
+def test_notebook_overrides_reach_list_elements_and_must_be_a_dict():
+    paper = PAPERS[0]
+    tree = config.compose([])
+    key, values = next((k, v) for k, v in tree[paper.key].items() if isinstance(v, list) and len(v) > 1)
+    section = config.apply_overrides(tree[paper.key], {f"{key}.1": values[0]}, paper.key)
+    assert section[key][1] == values[0] and tree[paper.key][key] == values  # the input is not mutated
+    with pytest.raises(config.ParamError, match=rf"is a list of {len(values)}; use an index below it"):
+        config.apply_overrides(tree[paper.key], {f"{key}.{len(values)}": 0}, paper.key)
+    with pytest.raises(config.ParamError, match=r"^overrides: a dict of dotted keys"):
+        config.apply_overrides(tree[paper.key], ["n=1"], paper.key)
+
+
+def test_misnamed_paper_folder_is_an_error_not_a_silent_skip(tmp_path, monkeypatch):
+    from shared import paper as paper_module
+
+    (tmp_path / "07-Mixed-Case").mkdir()
+    monkeypatch.setattr(paper_module, "PAPERS", tmp_path)
+    with pytest.raises(RuntimeError, match=r"papers/07-Mixed-Case: name a paper folder NN-slug"):
+        paper_module.all_papers()

@@ -6,20 +6,39 @@ import torch
 from shared import timing
 
 
-def test_sleep_durations_are_measured_and_ordered():
-    results = timing.benchmark(
-        {"short": lambda: time.sleep(0.002), "long": lambda: time.sleep(0.012)},
-        repeats=5,
-        warmup=1,
-    )
+class FakeClock:
+    """A perf_counter that only moves when a timed function says so: exact, load-free timings."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def work(self, seconds):
+        return lambda: setattr(self, "now", self.now + seconds)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(timing.time, "perf_counter", fake)
+    return fake
+
+
+def test_durations_are_measured_and_ordered(clock):
+    results = timing.benchmark({"short": clock.work(0.002), "long": clock.work(0.012)}, repeats=5, warmup=1)
     short, long = results["short"], results["long"]
-    # sleep never returns early; the upper bounds leave room for a busy CI machine
-    assert 0.002 <= short.median_s < 0.010
-    assert 0.012 <= long.median_s < 0.030
-    assert long.median_s > short.median_s
+    assert short.median_s == pytest.approx(0.002) and long.median_s == pytest.approx(0.012)
     assert short.q25_s <= short.median_s <= short.q75_s
-    assert short.iqr_s >= 0.0
+    assert short.iqr_s == pytest.approx(0.0, abs=1e-12)
     assert len(short.samples_s) == 5
+
+
+def test_real_sleeps_are_never_measured_shorter_than_they_are():
+    # the real clock, lower bounds only: a busy machine can only make a sleep look longer
+    result = timing.benchmark({"s": lambda: time.sleep(0.002)}, repeats=3, warmup=0)["s"]
+    assert result.median_s >= 0.002
 
 
 def test_calls_are_interleaved_with_rotating_start_and_warmup_discarded():
@@ -43,10 +62,10 @@ def test_threads_are_pinned_during_the_run_and_restored():
     assert torch.get_num_threads() == before
 
 
-def test_number_divides_the_time_per_call():
-    # one sample = mean over `number` calls, so a 3 ms sleep stays ~3 ms per call
-    result = timing.benchmark({"s": lambda: time.sleep(0.003)}, repeats=2, warmup=0, number=3)["s"]
-    assert 0.003 <= result.median_s < 0.010
+def test_number_divides_the_time_per_call(clock):
+    # one sample = mean over `number` calls, so 3 ms of work stays 3 ms per call
+    result = timing.benchmark({"s": clock.work(0.003)}, repeats=2, warmup=0, number=3)["s"]
+    assert result.median_s == pytest.approx(0.003)
 
 
 def test_row_and_bad_arguments():
