@@ -78,3 +78,15 @@ def test_environment_yml_installs_the_project_from_pyproject():
     assert all(d.split("=")[0] in {"python", "pip"} for d in conda_deps)
     pip_deps = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert pip_deps == ["-e .[dev]"]
+
+
+def test_paper_stages_depend_on_the_shared_modules_they_import_transitively(tmp_path):
+    uses_complexity = tmp_path / "a.py"
+    uses_complexity.write_text("from shared import complexity\n")
+    assert dvcgen.shared_deps([uses_complexity]) == ["shared/__init__.py", "shared/complexity.py"]
+    uses_notebook = tmp_path / "b.py"
+    uses_notebook.write_text("import shared.notebook as nb\n")
+    deps = set(dvcgen.shared_deps([uses_notebook]))
+    # notebook -> config -> paper -> paths, notebook -> device, plotting: followed through shared
+    assert {"shared/notebook.py", "shared/config.py", "shared/paper.py", "shared/paths.py", "shared/device.py"} <= deps
+    assert "shared/complexity.py" not in deps and "shared/claims.py" not in deps

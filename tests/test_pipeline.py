@@ -81,3 +81,18 @@ def test_changing_one_papers_parameter_invalidates_only_that_paper():
         PARAMS_FILE.write_text(original)
     others = {p.key for p in PAPERS} - {paper.key}
     assert paper.key in stale and not (stale & others), stale
+
+
+def test_editing_a_shared_module_invalidates_only_the_papers_that_import_it():
+    from pipelines import dvcgen
+
+    users = {p.key for p in PAPERS if "shared/complexity.py" in dvcgen.paper_stage(p)["deps"]}
+    module = ROOT / "shared" / "complexity.py"
+    original = module.read_text()
+    try:
+        module.write_text(original + "\n# an edit\n")
+        out = subprocess.run([DVC, "status", "--json"], cwd=ROOT, capture_output=True, text=True, check=True)
+        stale = set(json.loads(out.stdout)) & {p.key for p in PAPERS}
+    finally:
+        module.write_text(original)
+    assert stale == users
