@@ -44,24 +44,28 @@ def _shared_imports(source: Path) -> set[str]:
                 found |= {a.name for a in node.names}
             elif module.startswith("shared."):
                 found.add(module.split(".")[1])
-    return {name for name in found if (SHARED / f"{name}.py").exists() or (SHARED / name).is_dir()}
+    return {name for name in found if _module_path(name) is not None}
+
+
+def _module_path(name: str) -> Path | None:
+    """shared/<name>.py, or the folder of a subpackage; None for a plain attribute."""
+    module, package = SHARED / f"{name}.py", SHARED / name
+    return module if module.exists() else package if package.is_dir() else None
 
 
 def shared_deps(sources: list[Path]) -> list[str]:
     """The shared modules the sources import, followed through shared itself, so that
     editing shared/complexity.py reruns only the papers that use it."""
     todo = [name for src in sources for name in _shared_imports(src)]
-    seen: set[str] = set()
+    seen: dict[str, Path] = {}
     while todo:
         name = todo.pop()
         if name in seen:
             continue
-        seen.add(name)
-        path = SHARED / f"{name}.py"
-        files = [path] if path.exists() else sorted((SHARED / name).rglob("*.py"))
+        path = seen[name] = _module_path(name)
+        files = [path] if path.is_file() else sorted(path.rglob("*.py"))
         todo += [n for f in files for n in _shared_imports(f)]
-    paths = [SHARED / f"{n}.py" if (SHARED / f"{n}.py").exists() else SHARED / n for n in seen]
-    return sorted(_rel(p) for p in [SHARED / "__init__.py", *paths])
+    return sorted(_rel(p) for p in [SHARED / "__init__.py", *seen.values()])
 
 
 def paper_stage(paper: Paper) -> dict:
@@ -90,7 +94,8 @@ def paper_stage(paper: Paper) -> dict:
 
 
 def report_stage(papers: list[Paper]) -> dict:
-    deps = ["pipelines/claims.py", "shared/claims.py"]
+    builder = ROOT / "pipelines" / "claims.py"
+    deps = [_rel(builder), *shared_deps([builder])]
     for p in papers:
         deps += [
             _rel(p.folder / "claims.yaml"),
@@ -118,6 +123,8 @@ def overview_stage(papers: list[Paper]) -> dict:
         "cmd": "python -m pipelines.overview",
         "deps": [
             "pipelines/overview.py",
+            "pipelines/run_paper.py",
+            *shared_deps([ROOT / "pipelines" / "overview.py", ROOT / "pipelines" / "run_paper.py", *notebooks]),
             *map(_rel, notebooks),
             "reports/claims.json",
             *(_rel(p.folder / "figures") for p in papers),

@@ -75,12 +75,18 @@ def _allowed_keys(section: str) -> list[str]:
     if not parts:
         return sorted({*Globals.model_fields, *(p.key for p in all_papers())})
     papers = {p.key: p for p in all_papers()}
-    model = Scale if parts[0] == "scale" else params_model(papers[parts[0]]) if parts[0] in papers else None
-    for part in parts[1:]:
-        field = model.model_fields.get(part) if model is not None else None
+    root = Scale if parts[0] == "scale" else params_model(papers[parts[0]]) if parts[0] in papers else None
+    model = _nested_model(root, parts[1:])
+    return sorted(model.model_fields) if model is not None else []
+
+
+def _nested_model(model: type[BaseModel] | None, path) -> type[BaseModel] | None:
+    """The model of a nested section (``path`` of field names), or None if it is not one."""
+    for part in path:
+        field = model.model_fields.get(str(part)) if model is not None else None
         annotation = field.annotation if field is not None else None
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-    return sorted(model.model_fields) if model is not None else []
+    return model
 
 
 def load(path: Path | str = PARAMS_FILE) -> dict[str, Any]:
@@ -139,13 +145,8 @@ def _one_line(exc: ValidationError, model: type[BaseModel], prefix: str) -> str:
     loc = ".".join([prefix, *map(str, err["loc"])]) if prefix else ".".join(map(str, err["loc"]))
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     if err["type"] == "extra_forbidden":
-        parent = model
-        for part in err["loc"][:-1]:
-            field = parent.model_fields.get(str(part))
-            parent = field.annotation if field is not None and isinstance(field.annotation, type) else None
-            if parent is None or not issubclass(parent, BaseModel):
-                break
-        allowed = ", ".join(parent.model_fields) if parent is not None and issubclass(parent, BaseModel) else "?"
+        parent = _nested_model(model, err["loc"][:-1])
+        allowed = ", ".join(parent.model_fields) if parent is not None else "?"
         return f"{loc}: unknown key; allowed: {allowed}{more}"
     if err["type"] == "missing":
         return f"{loc}: missing{more}"
