@@ -8,6 +8,8 @@ OVERRIDES ?=
 P ?=
 # torch: the CPU build on machines without CUDA; set TORCH_SPEC=torch on a GPU server.
 TORCH_SPEC ?= torch==2.13.0
+# pip extras: add gpu on a GPU server (NVML energy counters): EXTRAS=dev,gpu
+EXTRAS ?= dev
 KERNEL_NAME := efflab
 
 .DEFAULT_GOAL := help
@@ -24,7 +26,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL_NAME) --display-name "Python (efflab)" >/dev/null
 	touch $@
 

@@ -1,9 +1,10 @@
 """Write dvc.yaml from the paper folders: ``python -m pipelines.dvcgen``.
 
-One stage per paper (its notebooks, its own Python files, and the shared modules they
-and the runner import, followed through shared, are the deps; its params section, seed
-and scale are the params) plus the ``report`` stage
-that joins every paper's claims with its metrics. The file is generated so that adding
+One stage per shared artifact (``corpus``, ``tinylm``: shared/artifacts.py), one stage
+per paper (its notebooks, its own Python files, the shared modules they and the runner
+import, followed through shared, and the artifacts they read with
+``run.artifact("name")`` are the deps; its params section, seed and scale are the
+params) plus the ``report`` stage that joins every paper's claims with its metrics. The file is generated so that adding
 a paper means adding its folder and its config group, nothing else; tests check that
 the committed dvc.yaml is current.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from shared import artifacts
 from shared.paper import Paper, all_papers
 from shared.paths import ROOT
 
@@ -68,6 +70,51 @@ def shared_deps(sources: list[Path]) -> list[str]:
     return sorted(_rel(p) for p in [SHARED / "__init__.py", *seen.values()])
 
 
+def artifacts_used(sources: list[Path]) -> list[str]:
+    """Artifacts the sources read: calls ``<anything>.artifact("name")`` with a literal name."""
+    found: set[str] = set()
+    for source in sources:
+        for node in ast.walk(ast.parse(source.read_text(), filename=str(source))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "artifact"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                name = node.args[0].value
+                if name not in artifacts.MODULES:
+                    known = ", ".join(artifacts.MODULES)
+                    raise SystemExit(f"{source}: artifact {name!r} is unknown; known: {known}")
+                found.add(name)
+    return [name for name in artifacts.MODULES if name in found]
+
+
+def _artifact_out(name: str) -> str:
+    return _rel(artifacts.ARTIFACTS_DIR / name)
+
+
+def artifact_stage(name: str) -> dict:
+    builder = ROOT / "pipelines" / "build_artifact.py"
+    source = ROOT / (artifacts.MODULES[name].replace(".", "/") + ".py")
+    stage = {
+        "desc": f"shared artifact {name}: {(artifacts.module(name).__doc__ or '').strip().splitlines()[0]}",
+        "cmd": f"python -m pipelines.build_artifact {name}",
+        "deps": [
+            _rel(builder),
+            *sorted({_rel(source), *shared_deps([builder, source])}),
+            *map(_artifact_out, artifacts.requires(name)),
+        ],
+        "params": ["seed", name],
+        "outs": [_artifact_out(name)],
+    }
+    if getattr(artifacts.module(name), "ALWAYS_REBUILD", False):
+        # Its input lies outside the repository (the Python standard library): rebuild on every
+        # repro; DVC reruns what reads it only if the output's hash changed.
+        stage["always_changed"] = True
+    return stage
+
+
 def paper_stage(paper: Paper) -> dict:
     code = sorted(p for p in paper.folder.glob("*.py"))
     runner = ROOT / "pipelines" / "run_paper.py"
@@ -77,6 +124,7 @@ def paper_stage(paper: Paper) -> dict:
         "deps": [
             _rel(runner),
             *shared_deps([runner, *code, *paper.notebooks]),
+            *map(_artifact_out, artifacts_used([*code, *paper.notebooks])),
             _rel(paper.folder / "notebooks"),
             *map(_rel, code),
         ],
@@ -135,7 +183,8 @@ def overview_stage(papers: list[Paper]) -> dict:
 
 def render() -> str:
     papers = all_papers()
-    stages = {p.key: paper_stage(p) for p in papers}
+    stages = {name: artifact_stage(name) for name in artifacts.MODULES}
+    stages.update({p.key: paper_stage(p) for p in papers})
     stages["report"] = report_stage(papers)
     stages["overview"] = overview_stage(papers)
     return HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False, width=120)

@@ -12,7 +12,6 @@ import json
 import math
 import operator
 import re
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml

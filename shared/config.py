@@ -1,8 +1,9 @@
 """Parameters: compose (Hydra), load (params.yaml), override, validate.
 
-The tree has three kinds of top-level keys: ``seed``, ``scale`` (the scale's global
-settings) and one ``pNN`` section per paper, validated by that paper's
-``config.Params`` (pydantic). Every failure is a :class:`ParamError` whose message is
+The tree has four kinds of top-level keys: ``seed``, ``scale`` (the scale's global
+settings), one section per shared artifact (``corpus``, ``tinylm``: validated by the
+artifact module's ``Params``, see shared/artifacts.py) and one ``pNN`` section per
+paper, validated by that paper's ``config.Params`` (pydantic). Every failure is a :class:`ParamError` whose message is
 one line naming the key and what is allowed.
 """
 
@@ -72,19 +73,32 @@ def _hydra_message(exc: Exception, overrides) -> str:
 def _allowed_keys(section: str) -> list[str]:
     """The keys a section may hold, from the models (for a hint in an error message)."""
     parts = section.split(".") if section else []
+    from shared import artifacts
+
     if not parts:
-        return sorted({*Globals.model_fields, *(p.key for p in all_papers())})
+        return sorted({*Globals.model_fields, *artifacts.MODULES, *(p.key for p in all_papers())})
     papers = {p.key: p for p in all_papers()}
-    root = Scale if parts[0] == "scale" else params_model(papers[parts[0]]) if parts[0] in papers else None
+    if parts[0] == "scale":
+        root = Scale
+    elif parts[0] in artifacts.MODULES:
+        root = artifacts.params_model(parts[0])
+    else:
+        root = params_model(papers[parts[0]]) if parts[0] in papers else None
     model = _nested_model(root, parts[1:])
     return sorted(model.model_fields) if model is not None else []
 
 
 def _nested_model(model: type[BaseModel] | None, path) -> type[BaseModel] | None:
     """The model of a nested section (``path`` of field names), or None if it is not one."""
-    for part in path:
-        field = model.model_fields.get(str(part)) if model is not None else None
+    import typing
+
+    parts, annotation = list(path), None
+    while parts and model is not None:
+        field = model.model_fields.get(str(parts.pop(0)))
         annotation = field.annotation if field is not None else None
+        if typing.get_origin(annotation) is dict and parts:  # dict[str, Model]: skip the key
+            annotation = typing.get_args(annotation)[1]
+            parts.pop(0)
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
     return model
 
@@ -158,15 +172,21 @@ def _one_line(exc: ValidationError, model: type[BaseModel], prefix: str) -> str:
 
 
 def validate(params: dict[str, Any]) -> dict[str, BaseModel]:
-    """Validate the whole tree; return {"globals": Globals, "p06": Params, ...}."""
+    """Validate the whole tree; return {"globals": Globals, "corpus": Params, "p06": Params, ...}."""
+    from shared import artifacts
+
     papers = {p.key: p for p in all_papers()}
-    known = {"seed", "scale", *papers}
+    known = {"seed", "scale", *artifacts.MODULES, *papers}
     for key in params:
         if key not in known:
             raise ParamError(f"{key}: unknown top-level key; allowed: {', '.join(sorted(known))}")
     out: dict[str, BaseModel] = {
         "globals": validate_section(Globals, {k: params.get(k) for k in ("seed", "scale")}, "")
     }
+    for name in artifacts.MODULES:
+        if name not in params:
+            raise ParamError(f"{name}: missing; add `- {name}: ${{scale}}` to pipelines/conf/config.yaml")
+        out[name] = validate_section(artifacts.params_model(name), params[name], name)
     for key, paper in papers.items():
         if key not in params:
             raise ParamError(f"{key}: missing; add `- {key}: ${{scale}}` to pipelines/conf/config.yaml")

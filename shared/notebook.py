@@ -42,6 +42,7 @@ class Run:
     device: str
     out_dir: Path
     interactive: bool
+    tree: dict[str, Any]  # the composed parameters (every section): artifacts are located by them
 
     @property
     def results_dir(self) -> Path:
@@ -81,6 +82,18 @@ class Run:
             )
         return pd.read_csv(path)
 
+    def artifact(self, name: str) -> Path:
+        """The folder of a shared artifact (``corpus``, ``tinylm``; see shared/artifacts.py)
+        built with this run's parameters. A pipeline run reads the copy DVC built (and fails
+        in one line if it is missing or stale); an interactive run at another scale builds
+        its own copy once under build/lab/artifacts/."""
+        from shared import artifacts
+
+        folder = artifacts.locate(name, self.tree, build_missing=self.interactive, progress=self.progress)
+        manifest = artifacts.read_manifest(folder)
+        self.log_metrics({"run": {"artifacts": {name: manifest["fingerprint"][:12]}}})  # provenance in the ledger
+        return folder
+
     def save_figure(self, fig, name: str) -> list[Path]:
         """figures/<name>.png and .svg; in JupyterLab the figure stays open, so it shows."""
         return plotting.save(fig, self.figures_dir / _stem(name), close=not self.interactive)
@@ -117,7 +130,7 @@ def start(
     out = Path(out_dir) if out_dir else BUILD / "lab" / info.key / glob.scale.name
     (out / "results").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    run = Run(info, params, glob.scale.name, glob.seed, resolved_device, out, interactive)
+    run = Run(info, params, glob.scale.name, glob.seed, resolved_device, out, interactive, tree)
     run.log_metrics({"run": {"scale": run.scale, "seed": run.seed}})  # the ledger reports the scale run
     print(
         f"{info.key} · scale={glob.scale.name} · seed={glob.seed} · device={resolved_device} · "
@@ -168,6 +181,15 @@ def _merge_json(path: Path, values: dict[str, Any]) -> None:
             raise TypeError(f"metric key {key!r}: keys are non-empty strings")
     clean = {k: _check_json_value(k, v) for k, v in values.items()}
     current = json.loads(path.read_text()) if path.exists() else {}
-    current.update(clean)
+    _deep_update(current, clean)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+
+
+def _deep_update(target: dict[str, Any], values: dict[str, Any]) -> None:
+    """Nested sections merge key by key (``run`` gains ``artifacts`` beside ``scale``)."""
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _deep_update(target[key], value)
+        else:
+            target[key] = value

@@ -31,3 +31,15 @@ def smoke_params(tmp_path_factory):
     path = tmp_path_factory.mktemp("params") / "params.yaml"
     path.write_text(yaml.safe_dump(config.compose(["scale=smoke"]), sort_keys=False))
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models on one torch thread: a second OpenMP thread only adds contention (badly
+    so on a shared 2-core machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

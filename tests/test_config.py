@@ -5,11 +5,19 @@ import subprocess
 import pytest
 import yaml
 
-from shared import config
+from shared import artifacts, config
 from shared.paper import all_papers
 from shared.paths import CONF, ROOT
 
 PAPERS = all_papers()
+# Config groups of papers and of shared artifacts follow the same shape.
+GROUPS = [*artifacts.MODULES, *(p.key for p in PAPERS)]
+
+
+def _model(group: str):
+    return artifacts.params_model(group) if group in artifacts.MODULES else config.params_model(
+        next(p for p in PAPERS if p.key == group)
+    )
 
 
 @pytest.mark.parametrize("scale", config.SCALES)
@@ -17,25 +25,25 @@ def test_every_scale_composes_and_validates(scale):
     tree = config.compose([f"scale={scale}"])
     assert tree["scale"]["name"] == scale
     validated = config.validate(tree)
-    assert set(validated) == {"globals", *(p.key for p in PAPERS)}
+    assert set(validated) == {"globals", *GROUPS}
 
 
-@pytest.mark.parametrize("paper", PAPERS, ids=lambda p: p.key)
-def test_paper_has_a_config_group_per_scale_and_a_root_entry(paper):
-    group = CONF / paper.key
+@pytest.mark.parametrize("key", GROUPS)
+def test_group_has_a_config_per_scale_and_a_root_entry(key):
+    group = CONF / key
     assert (group / "base.yaml").exists()
     for scale in config.SCALES:
         text = (group / f"{scale}.yaml").read_text()
-        assert "base" in yaml.safe_load(text)["defaults"], f"{paper.key}/{scale}.yaml must build on base"
+        assert "base" in yaml.safe_load(text)["defaults"], f"{key}/{scale}.yaml must build on base"
     root = yaml.safe_load((CONF / "config.yaml").read_text())
-    assert {paper.key: "${scale}"} in root["defaults"]
+    assert {key: "${scale}"} in root["defaults"]
 
 
-@pytest.mark.parametrize("paper", PAPERS, ids=lambda p: p.key)
-def test_base_yaml_keys_are_exactly_the_params_fields(paper):
-    base = yaml.safe_load((CONF / paper.key / "base.yaml").read_text())
+@pytest.mark.parametrize("key", GROUPS)
+def test_base_yaml_keys_are_exactly_the_params_fields(key):
+    base = yaml.safe_load((CONF / key / "base.yaml").read_text())
     base.pop("defaults", None)
-    assert set(base) == set(config.params_model(paper).model_fields)
+    assert set(base) == set(_model(key).model_fields)
 
 
 def test_committed_params_yaml_is_the_smoke_composition():
@@ -46,12 +54,16 @@ def test_committed_params_yaml_is_the_smoke_composition():
 
 
 def test_override_changes_one_value():
-    paper = PAPERS[0]
-    field, value = next(iter(config.compose([])[paper.key].items()))
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        pytest.skip("first field is not numeric")
-    tree = config.compose([f"{paper.key}.{field}={value * 2}"])
-    assert tree[paper.key][field] == value * 2
+    tree = config.compose([])
+    key, field, value = next(
+        (key, field, value)
+        for key in (p.key for p in PAPERS)
+        for field, value in tree[key].items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    )
+    changed = config.compose([f"{key}.{field}={value * 2}"])
+    assert changed[key][field] == value * 2
+    assert {k: v for k, v in changed[key].items() if k != field} == {k: v for k, v in tree[key].items() if k != field}
 
 
 @pytest.mark.parametrize(
@@ -119,3 +131,12 @@ def test_misnamed_paper_folder_is_an_error_not_a_silent_skip(tmp_path, monkeypat
     monkeypatch.setattr(paper_module, "PAPERS", tmp_path)
     with pytest.raises(RuntimeError, match=r"papers/07-Mixed-Case: name a paper folder NN-slug"):
         paper_module.all_papers()
+
+
+def test_unknown_key_inside_a_dict_of_models_names_the_allowed_fields():
+    # tinylm.models is dict[str, ModelSpec]: the hint must look through the dict's key.
+    with pytest.raises(config.ParamError) as err:
+        config.validate(config.compose(["+tinylm.models.gqa.n_head=3"]))
+    message = str(err.value)
+    assert message.startswith("tinylm.models.gqa.n_head: unknown key; allowed: ") and "n_heads" in message
+    assert "\n" not in message

@@ -1,7 +1,6 @@
 """Checks on the outputs of `dvc repro` (run first: `make test` does both)."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +44,11 @@ def test_every_claim_expected_at_this_scale_holds(report):
 
 def test_dvc_status_is_clean():
     out = subprocess.run([DVC, "status", "--json"], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout or "{}") == {}, out.stdout
+    status = json.loads(out.stdout or "{}")
+    # A stage whose input lies outside the repo (the corpus reads the installed stdlib) is
+    # "always changed" by design; anything else out of date is a failure.
+    stale = {stage: what for stage, what in status.items() if what != ["always changed"]}
+    assert stale == {}, out.stdout
 
 
 @pytest.mark.parametrize("paper", PAPERS, ids=lambda p: p.key)
