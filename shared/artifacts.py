@@ -29,7 +29,6 @@ import hashlib
 import importlib
 import json
 import shutil
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -37,6 +36,7 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from shared.paths import BUILD
+from shared.progress import bar
 
 # name -> module; the order is the build order (an artifact after those it requires).
 MODULES: dict[str, str] = {
@@ -128,7 +128,7 @@ def build(
             raise ArtifactError(f"artifact {name}: its input {req} at {folder} is stale; build it with `dvc repro {req}`")
     staging = STAGING_DIR / f"{name}-{want[:12]}"
     staging.mkdir(parents=True, exist_ok=True)  # kept after a failure: resumable builders continue
-    summary = module(name).build(params, staging, dict(inputs), int(tree.get("seed", 0)), progress or _progress_bar)
+    summary = module(name).build(params, staging, dict(inputs), int(tree.get("seed", 0)), progress or bar)
     manifest = {
         "artifact": name,
         "fingerprint": want,
@@ -151,10 +151,4 @@ def build_into(name: str, params: dict[str, Any], out: Path, inputs: dict[str, P
 
     validated = validate_section(params_model(name), params, name)
     out.mkdir(parents=True, exist_ok=True)
-    return module(name).build(validated, out, dict(inputs or {}), seed, _progress_bar)
-
-
-def _progress_bar(iterable, desc: str = "", total: int | None = None):
-    from tqdm import tqdm
-
-    return tqdm(iterable, desc=desc, total=total, mininterval=0.5, file=sys.stderr)
+    return module(name).build(validated, out, dict(inputs or {}), seed, bar)

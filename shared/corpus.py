@@ -55,6 +55,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.progress import silent
+
 ARTIFACT = "corpus"
 REQUIRES: tuple[str, ...] = ()
 # The input (the installed standard library) lies outside the repository, so DVC cannot hash
@@ -158,7 +160,7 @@ def _module_name(rel: str) -> str:
 
 def collect_files(params: Params, progress=None) -> tuple[list[SourceFile], dict[str, int]]:
     """The kept files (sorted by path, each with its split) and the count dropped per reason."""
-    progress = progress or _no_progress
+    progress = progress or silent
     markers = [m.lower() for m in params.generated_markers]
     candidates: dict[str, tuple[Path, str]] = {}
     for name, root in source_roots(params.sources):
@@ -246,7 +248,7 @@ def train_tokenizer(texts, params: Params, length: int | None = None):
 def encode_files(tokenizer, texts: list[str], progress=None) -> tuple[np.ndarray, list[int]]:
     """One uint16 stream: each text's ids then <|endoftext|>; and each text's token count.
     A literal "<|endoftext|>" inside a file is encoded as text, never as the separator."""
-    progress = progress or _no_progress
+    progress = progress or silent
     eot = tokenizer.token_to_id(EOT)
     encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)  # fast: no offsets
     tokenizer.encode_special_tokens = True
@@ -329,7 +331,7 @@ def _function_row(node, lines: list[str], min_words: int) -> dict | None:
 
 def build(params: Params, out: Path, inputs: dict[str, Path], seed: int, progress=None) -> dict:
     """Write the corpus into `out` (see the module docstring); return a JSON-able summary."""
-    progress = progress or _no_progress
+    progress = progress or silent
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -555,7 +557,3 @@ def package_classification(df, n_classes: int, max_per_class: int, seed: int, te
             pick["label"] = label
             bucket.append(pick)
     return sample(train), sample(test), label_names
-
-
-def _no_progress(iterable, desc: str = "", total: int | None = None):
-    return iterable

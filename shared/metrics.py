@@ -64,6 +64,8 @@ import numpy as np
 import psutil
 import torch
 
+from shared.progress import silent
+
 # ---------------------------------------------------------------------------------------
 # Defaults, all in one place
 # ---------------------------------------------------------------------------------------
@@ -115,10 +117,6 @@ def _device(device) -> torch.device:
 def _sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-
-
-def _identity(iterable, desc: str = "", total: int | None = None):
-    return iterable
 
 
 # ---------------------------------------------------------------------------------------
@@ -836,7 +834,7 @@ def throughput(
     if not batch_sizes:
         raise ValueError("batch_sizes: need at least one batch size")
     rows = []
-    for batch in (progress or _identity)(list(batch_sizes), desc="throughput", total=len(batch_sizes)):
+    for batch in (progress or silent)(list(batch_sizes), desc="throughput", total=len(batch_sizes)):
         row = prefill_decode_latency(model, batch, prompt_len, new_tokens, device, repeats=repeats, warmup=warmup, seed=seed)
         row["tokens_per_s"] = inference_throughput([batch * new_tokens], [row["total_s"]])
         row["decode_tokens_per_s"] = batch / row["decode_s_per_token"]
@@ -855,7 +853,7 @@ def _logits(model, x: torch.Tensor) -> torch.Tensor:
 
 def _eval_batches(batches, device, progress, desc):
     dev = _device(device)
-    for x, y in (progress or _identity)(batches, desc=desc, total=len(batches) if hasattr(batches, "__len__") else None):
+    for x, y in (progress or silent)(batches, desc=desc, total=len(batches) if hasattr(batches, "__len__") else None):
         yield x.to(dev), y.to(dev)
 
 

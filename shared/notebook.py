@@ -28,7 +28,7 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel
 
-from shared import config, device, plotting
+from shared import config, device, plotting, progress
 from shared.paper import Paper, get_paper, import_paper
 from shared.paths import BUILD, ROOT
 
@@ -53,9 +53,7 @@ class Run:
         return self.out_dir / "figures"
 
     def progress(self, iterable: Iterable, desc: str = "", total: int | None = None):
-        from tqdm import tqdm  # text bar: works in a terminal, JupyterLab and executed notebooks alike
-
-        return tqdm(iterable, desc=desc, total=total, mininterval=0.5, file=sys.stderr)
+        return progress.bar(iterable, desc=desc, total=total)
 
     def log_metrics(self, values: dict[str, Any]) -> None:
         """Merge into metrics.json. Deterministic quantities only (no wall-clock)."""

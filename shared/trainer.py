@@ -42,7 +42,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -50,6 +49,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from shared.progress import bar as progress_bar
 
 if TYPE_CHECKING:  # torch and pandas are imported where they are used (cheap `import shared.trainer`)
     import pandas as pd
@@ -233,7 +234,7 @@ def train(
     else:  # replay the iterable and skip what the earlier run consumed
         batch_iter = itertools.islice(iter(batches), start, None)
     tokens_per_step = cfg.batch_size * cfg.seq_len
-    bar = (progress or _tqdm)(range(start, cfg.steps), desc=desc, total=cfg.steps - start)
+    bar = (progress or progress_bar)(range(start, cfg.steps), desc=desc, total=cfg.steps - start)
     pending: list[tuple[int, float, torch.Tensor, torch.Tensor]] = []  # (step, lr, loss, grad norm) on the device
     paused = 0.0  # seconds spent evaluating and checkpointing, not training
     started = time.perf_counter()
@@ -329,12 +330,6 @@ def _forward(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]
     if isinstance(out, torch.Tensor):
         return out, None
     return out.logits, getattr(out, "aux_loss", None)
-
-
-def _tqdm(iterable, desc: str = "", total: int | None = None):
-    from tqdm import tqdm
-
-    return tqdm(iterable, desc=desc, total=total, mininterval=0.5, file=sys.stderr)
 
 
 def _save_checkpoint(path: Path, model, optimizer, step: int, rows: list, seconds: float, cfg: TrainConfig, seed: int):
