@@ -25,6 +25,7 @@ replaces the old one only after the build succeeded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
@@ -126,14 +127,38 @@ def build(
         have = (read_manifest(folder) or {}).get("fingerprint")
         if have != fingerprint(req, tree):
             raise ArtifactError(f"artifact {name}: its input {req} at {folder} is stale; build it with `dvc repro {req}`")
-    staging = STAGING_DIR / f"{name}-{want[:12]}"
-    staging.mkdir(parents=True, exist_ok=True)  # kept after a failure: resumable builders continue
-    summary = module(name).build(params, staging, dict(inputs), int(tree.get("seed", 0)), progress or bar)
+    staging = STAGING_DIR / f"{name}-{want[:12]}"  # kept after a failure: resumable builders continue
+    STAGING_DIR.mkdir(parents=True, exist_ok=True)
+    with _exclusive(staging.with_suffix(".lock")):
+        # One builder per fingerprint: a second process (a notebook while `dvc repro` runs) waits
+        # here, then finds the first one's result instead of building over it.
+        done = read_manifest(dest)
+        if done is not None and done.get("fingerprint") == want:
+            return dest
+        staging.mkdir(parents=True, exist_ok=True)
+        _build_staged(name, params, want, staging, dest, inputs, int(tree.get("seed", 0)), progress)
+    return dest
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    import fcntl
+
+    with lock_path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build_staged(name, params, want, staging: Path, dest: Path, inputs, seed: int, progress) -> None:
+    summary = module(name).build(params, staging, dict(inputs), seed, progress or bar)
     manifest = {
         "artifact": name,
         "fingerprint": want,
         "params": params.model_dump(mode="json"),
-        "seed": tree.get("seed"),
+        "seed": seed,
         "inputs": {req: read_manifest(folder)["fingerprint"] for req, folder in inputs.items()},
         "summary": summary,
     }
@@ -142,7 +167,6 @@ def build(
         shutil.rmtree(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(staging), str(dest))
-    return dest
 
 
 def build_into(name: str, params: dict[str, Any], out: Path, inputs: dict[str, Path] | None = None, seed: int = 0):

@@ -51,6 +51,7 @@ bookkeeping outside the timed calls (benchmarks/bench_metrics_overhead.py: < 2%)
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 import threading
@@ -350,10 +351,12 @@ def model_size_report(model: torch.nn.Module) -> dict[str, float | int | str]:
     8 * total_bytes / parameters.
     """
     seen: set = set()
+    alive: list[torch.Tensor] = []  # torch.ao unpacks into temporaries: keep them, or freed addresses recur
     sizes = {"parameter_bytes": 0, "buffer_bytes": 0, "quant_bytes": 0}
     by_dtype: dict[str, int] = {}
 
     def add(kind: str, t: torch.Tensor) -> None:
+        alive.append(t)
         if t.device.type == "meta":
             key, nbytes = ("meta", id(t)), t.numel() * t.element_size()
         else:
@@ -916,7 +919,7 @@ def compression_rate(
     values = {"size_original": size_original, "size_compressed": size_compressed,
               "perf_original": perf_original, "perf_compressed": perf_compressed}  # fmt: skip
     for name, value in values.items():
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        if isinstance(value, bool) or not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0):
             raise ValueError(f"{name}: must be a finite number > 0, got {value!r}")
     retention = perf_compressed / perf_original if higher_is_better else perf_original / perf_compressed
     return size_original / size_compressed * retention

@@ -90,7 +90,7 @@ def test_failed_build_keeps_staging_and_leaves_the_old_output(fake):
     with pytest.raises(RuntimeError, match="boom"):
         artifacts.build("top", _tree(top=13), dest, {"base": base})
     assert (dest / "value.txt").read_text() == before
-    staged = list(artifacts.STAGING_DIR.glob("top-*"))
+    staged = [p for p in artifacts.STAGING_DIR.glob("top-*") if p.is_dir()]
     assert len(staged) == 1 and (staged[0] / "partial.txt").exists(), "staging survives for a resume"
 
 
@@ -112,3 +112,27 @@ def test_artifact_stages_chain_and_papers_depend_on_what_they_read():
         for req in artifacts.requires(name):
             assert f"build/artifacts/{req}" in stage["deps"]
     assert list(stages)[: len(artifacts.MODULES)] == list(artifacts.MODULES)
+
+
+def test_concurrent_builds_of_one_fingerprint_build_once(fake, monkeypatch):
+    # A notebook and `dvc repro` (or two notebooks) asking for the same artifact at once: the
+    # second waits for the first and reuses its result instead of building over it.
+    import threading
+    import time
+
+    slow = _fake_module("base", calls=fake)
+    inner = slow.build
+
+    def build_slowly(*args):
+        time.sleep(0.3)
+        return inner(*args)
+
+    monkeypatch.setattr(slow, "build", build_slowly)
+    monkeypatch.setitem(sys.modules, "fake_artifacts.base", slow)
+    dest = artifacts.ARTIFACTS_DIR / "base"
+    threads = [threading.Thread(target=artifacts.build, args=("base", _tree(), dest, {})) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert fake == ["base"] and (dest / "value.txt").exists()

@@ -128,6 +128,19 @@ def test_dynamic_int8_linear_weight_bytes_at_most_030_of_fp32():
     assert report["total_bytes"] / metrics.tensor_bytes(fp32) <= 0.3
 
 
+def test_dynamic_int8_bytes_count_every_layer_of_a_deep_model():
+    # torch.ao unpacks weights into temporaries; were they freed during the walk, a later
+    # layer's temporary could reuse an address and be skipped as "already counted".
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import quantize_dynamic
+
+        fp32 = torch.nn.Sequential(*[torch.nn.Linear(256, 256) for _ in range(12)])
+        q = quantize_dynamic(fp32, {torch.nn.Linear}, dtype=torch.qint8)
+        sizes = {metrics.model_size_report(q)["quant_bytes"] for _ in range(3)}
+    assert sizes == {12 * (256 * 256 + 4 * 256)}
+
+
 # ----------------------------------------------------------------------------- compute
 
 
@@ -323,6 +336,10 @@ def test_compression_rate_eq_9():
     assert metrics.compression_rate(1.0, 1.0, 0.5, 0.5) == 1.0
     with pytest.raises(ValueError, match="size_compressed"):
         metrics.compression_rate(16.0, 0.0, 0.5, 0.5)
+    # numpy scalars (what a DataFrame hands back) are numbers too; booleans are not
+    assert metrics.compression_rate(np.int64(16), np.float32(4.0), 0.5, 0.5) == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="perf_original"):
+        metrics.compression_rate(16.0, 4.0, True, 0.5)
 
 
 def test_pareto_front_on_a_hand_made_fixture():
