@@ -66,6 +66,7 @@ import psutil
 import torch
 
 from shared.progress import silent
+from shared.timing import synchronize
 
 # ---------------------------------------------------------------------------------------
 # Defaults, all in one place
@@ -113,11 +114,6 @@ def _device(device) -> torch.device:
     if dev is None or dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device: {str(device)!r} is not supported; allowed: cpu, cuda, cuda:N")
     return dev
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 # ---------------------------------------------------------------------------------------
@@ -433,10 +429,10 @@ def _measured_peak(dev: torch.device, dtype: torch.dtype, n: int) -> tuple[float
         b = torch.randn(n, n, generator=generator, device=dev).to(dtype)
         best = math.inf
         for i in range(GEMM_REPEATS + 1):
-            _sync(dev)
+            synchronize(dev)
             start = time.perf_counter()
             torch.mm(a, b)
-            _sync(dev)
+            synchronize(dev)
             if i > 0:  # the first one warms up
                 best = min(best, time.perf_counter() - start)
         dtype_name = str(dtype).removeprefix("torch.")
@@ -570,7 +566,7 @@ class Energy:
         dev = self.device
         self._nvml = _nvml_energy_reader(dev) if dev.type == "cuda" else None
         self._rapl = _rapl_zones(RAPL_ROOT) if self._nvml is None and dev.type == "cpu" else []
-        _sync(dev)
+        synchronize(dev)
         self._cpu0 = time.process_time()  # user + system seconds of every thread of this process
         if self._nvml is not None:
             self._start = [self._nvml()]
@@ -580,7 +576,7 @@ class Energy:
         return self
 
     def __exit__(self, *exc) -> None:
-        _sync(self.device)
+        synchronize(self.device)
         self.seconds = time.perf_counter() - self._t0
         if self._nvml is not None:
             self.joules = self._nvml() - self._start[0]
@@ -672,10 +668,10 @@ def measure(
     sampler = MemorySampler(dev, interval_s) if sample_memory else nullcontext()
     with Energy(dev) as energy, sampler as memory:
         for _ in range(repeats):
-            _sync(dev)
+            synchronize(dev)
             start = time.perf_counter()
             fn()
-            _sync(dev)
+            synchronize(dev)
             samples.append(time.perf_counter() - start)
     q25, median, q75 = (float(v) for v in np.percentile(samples, [25, 50, 75]))
     achieved = flops / median if flops is not None else float("nan")
@@ -751,16 +747,16 @@ def _generate_once(model, ids: torch.Tensor, new_tokens: int, dev: torch.device)
     one model call per token (no generate(): no logits processors, stopping criteria or
     streaming overhead). Returns (prefill_s, decode_s_per_token, cache_length)."""
     name, kwargs = _cache_interface(model)
-    _sync(dev)
+    synchronize(dev)
     t0 = time.perf_counter()
     out = model(input_ids=ids, use_cache=True, **kwargs)
     cache, token = getattr(out, name), out.logits[:, -1].argmax(-1, keepdim=True)
-    _sync(dev)
+    synchronize(dev)
     t1 = time.perf_counter()
     for _ in range(new_tokens - 1):
         out = model(input_ids=token, use_cache=True, **{name: cache}, **kwargs)
         cache, token = getattr(out, name), out.logits[:, -1].argmax(-1, keepdim=True)
-    _sync(dev)
+    synchronize(dev)
     t2 = time.perf_counter()
     return t1 - t0, (t2 - t1) / (new_tokens - 1), _cache_length(cache)
 

@@ -69,18 +69,21 @@ def pinned_threads(num_threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+def synchronize(device) -> None:
+    """Wait for queued CUDA work on ``device`` (a name or torch.device); a no-op on the CPU.
+    Every wall-clock measurement in the project brackets its call with this."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _time_once(fn: Callable[[], object], number: int, device: str) -> float:
     """Seconds per call, averaged over ``number`` back-to-back calls."""
-    _synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(number):
         fn()
-    _synchronize(device)
+    synchronize(device)
     return (time.perf_counter() - start) / number
 
 

@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 from shared import metrics, zoo
-from shared.timing import pinned_threads
+from shared.timing import pinned_threads, synchronize
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 KV_PROBE_TOKENS = 16  # tokens of the forward pass whose cache is measured
@@ -164,11 +164,6 @@ def _step(model, ids: torch.Tensor, cache):
     return out.cache, out.logits[:, -1].argmax(-1, keepdim=True)
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def load_models(folders: dict[str, Path], device: str, dtype: str) -> dict[str, tuple]:
     """{name: (model, spec)} of tinylm folders, in ``dtype`` on ``device``."""
     return {name: zoo.load(folder, device=device, dtype=DTYPES[dtype]) for name, folder in folders.items()}
@@ -203,10 +198,10 @@ def latency_table(
                 generator = torch.Generator().manual_seed(seed + context)
                 ids = torch.randint(0, spec.vocab_size, (1, context), generator=generator).to(device)
                 with metrics.MemorySampler(device, interval_s) as memory:
-                    _sync(device)
+                    synchronize(device)
                     start = time.perf_counter()
                     cache, token = _step(model, ids, None)
-                    _sync(device)
+                    synchronize(device)
                     prefill_s = time.perf_counter() - start
                 states[name] = {"cache": cache, "token": token, "prefill_s": prefill_s, "memory": memory, "decode": [], "energy": [],
                                 "cache_bytes": sum(t.numel() * t.element_size() for t in cache_tensors(cache)),
@@ -218,11 +213,11 @@ def latency_table(
                     model, state = models[name][0], states[name]
                     cache, token = state["cache"], state["token"]
                     with metrics.Energy(device) as energy:
-                        _sync(device)
+                        synchronize(device)
                         start = time.perf_counter()
                         for _ in range(decode_tokens):
                             cache, token = _step(model, token, cache)
-                        _sync(device)
+                        synchronize(device)
                         seconds = time.perf_counter() - start
                     cache.crop(-decode_tokens)  # back to the prompt: the next round decodes the same positions
                     if round_index >= warmup:

@@ -259,11 +259,6 @@ def _autocast(device: str, dtype: str):
     return nullcontext()
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def _release_memory() -> None:
     """Free what the previous method left, so the next one's memory growth starts from the floor."""
     gc.collect()
@@ -320,7 +315,7 @@ def train(model, optimizer, batches: Sequence[Batch], *, schedule, grad_clip: fl
     losses, seconds, state_bytes = [], [], 0
     for step, batch in enumerate(progress(batches, desc=desc, total=len(batches))):
         batch = batch.to(device)
-        _sync(device)
+        timing.synchronize(device)
         start = time.perf_counter()
         with _autocast(device, dtype):
             loss = model(**batch.inputs, labels=batch.labels).loss  # AdaLoRA adds its orthogonality penalty
@@ -331,7 +326,7 @@ def train(model, optimizer, batches: Sequence[Batch], *, schedule, grad_clip: fl
         if adalora:
             model.base_model.update_and_allocate(step)  # needs the gradients: before zero_grad
         optimizer.zero_grad(set_to_none=True)
-        _sync(device)
+        timing.synchronize(device)
         seconds.append(time.perf_counter() - start)
         losses.append(float(loss.detach()))
         if step == 0:

@@ -270,13 +270,8 @@ def tiny_llama():
     return LlamaForCausalLM(config).eval()
 
 
-def test_prefill_and_decode_use_the_kv_cache(tiny_llama):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        r = metrics.prefill_decode_latency(tiny_llama, batch_size=1, prompt_len=512, new_tokens=6, repeats=2)
-    finally:
-        torch.set_num_threads(previous)
+def test_prefill_and_decode_use_the_kv_cache(tiny_llama, one_thread):
+    r = metrics.prefill_decode_latency(tiny_llama, batch_size=1, prompt_len=512, new_tokens=6, repeats=2)
     assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("prefill_s", "decode_s_per_token", "total_s"))
     assert r["cache_len"] == 512 + 6 - 1  # every decode step appended one position
     # one token against a 512-long cache costs a fraction of recomputing 512 positions

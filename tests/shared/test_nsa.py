@@ -5,7 +5,8 @@ import torch
 
 from shared import nsa, zoo
 
-torch.set_num_threads(1)
+# tiny models on one thread, restored after each test (not set for the whole session)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Small blocks so a 40-token sequence has many blocks and the selection is really sparse:
 # 10 selection blocks of 4, of which 3 are read; window 6; compression blocks of 4, stride 2.

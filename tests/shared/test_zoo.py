@@ -9,7 +9,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from shared import zoo
 
-torch.set_num_threads(1)
+# tiny models on one thread, restored after each test (not set for the whole session)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 BASE = dict(vocab_size=512, d_model=64, n_layers=2, n_heads=4, d_ff=128, max_seq_len=128)
 MOE = dict(ffn="moe", n_experts=6, n_experts_per_token=2, n_shared_experts=1, d_expert=32)
