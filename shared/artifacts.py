@@ -2,7 +2,7 @@
 
 An artifact is a module of ``shared`` listed in :data:`MODULES`. It defines
 
-    ARTIFACT = "tinylm"              # params.yaml key, config group pipelines/conf/tinylm/
+    ARTIFACT = "tinylm"              # its name (params.yaml key, config group pipelines/conf/tinylm/)
     REQUIRES = ("corpus",)           # artifacts it reads
     class Params(BaseModel): ...     # its parameters (extra keys forbidden)
     def build(params, out, inputs, seed, progress) -> dict   # writes into `out`; returns a summary
@@ -39,10 +39,13 @@ from pydantic import BaseModel
 from shared.paths import BUILD
 from shared.progress import bar
 
-# name -> module; the order is the build order (an artifact after those it requires).
+# name -> module; the order is the build order (an artifact after those it requires). One
+# module may build several artifacts, each with its own config group (the lmgrid sweeps).
 MODULES: dict[str, str] = {
     "corpus": "shared.corpus",
     "tinylm": "shared.tinylm",
+    "scaling_grid": "shared.lmgrid",  # sizes x token budgets (papers 17, ...)
+    "parscale_grid": "shared.lmgrid",  # sizes x ParScale streams (paper 18)
 }
 ARTIFACTS_DIR = BUILD / "artifacts"  # the pipeline's copies (DVC outputs)
 LAB_DIR = BUILD / "lab" / "artifacts"  # interactive builds, one folder per fingerprint

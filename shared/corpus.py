@@ -478,6 +478,16 @@ def eval_batches(tokens, batch_size: int, seq_len: int, n_batches: int, device: 
     ]
 
 
+def training_data(corpus_dir, batch_size: int, seq_len: int, eval_batches_n: int, seed: int, device: str = "cpu"):
+    """What an LM training artifact reads: (vocab size, train TokenBatches, fixed val batches).
+
+    Every model trained from it sees the same batches in the same order (seeded)."""
+    vocab = load_tokenizer(corpus_dir).get_vocab_size()
+    batches = TokenBatches(load_tokens(corpus_dir, "train"), batch_size, seq_len, seed=seed, device=device)
+    val = eval_batches(load_tokens(corpus_dir, "val"), batch_size, seq_len, eval_batches_n, device=device)
+    return vocab, batches, val
+
+
 DOCSTRING_COLUMNS = ["module", "package", "qualname", "summary", "code", "split"]
 
 

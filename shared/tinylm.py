@@ -97,11 +97,8 @@ def build(params: Params, out: Path, inputs: dict[str, Path], seed: int, progres
     out = Path(out)
     dev = device.resolve(params.device)
     cfg = params.train
-    vocab = corpus.load_tokenizer(inputs["corpus"]).get_vocab_size()
-    train_tokens = corpus.load_tokens(inputs["corpus"], "train")
-    val_tokens = corpus.load_tokens(inputs["corpus"], "val")
-    batches = corpus.TokenBatches(train_tokens, cfg.batch_size, cfg.seq_len, seed=seed, device=dev)  # one order for all
-    val = corpus.eval_batches(val_tokens, cfg.batch_size, cfg.seq_len, cfg.eval_batches, device=dev)
+    # one batch order for all models
+    vocab, batches, val = corpus.training_data(inputs["corpus"], cfg.batch_size, cfg.seq_len, cfg.eval_batches, seed, dev)
     specs = {name: model_spec(entry, vocab, cfg.seq_len, name) for name, entry in params.models.items()}  # fail early
 
     summaries = {}
