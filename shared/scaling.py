@@ -261,7 +261,7 @@ def fixed_fit(law: Law, params: Mapping[str, float], data=None, y=None, space: S
 
         x, target = _data(law, data, y, space)
         tx = {k: torch.as_tensor(np.array(v), dtype=torch.float64) for k, v in x.items()}
-        ty = torch.as_tensor(target, dtype=torch.float64)[None]
+        ty = torch.as_tensor(np.array(target), dtype=torch.float64)[None]
         with torch.no_grad():
             loss = float(_objective_rows(law, tx, ty, torch.as_tensor(theta)[None], torch.ones_like(ty), "huber",
                                          HUBER_DELTA, space)[0])
