@@ -99,19 +99,26 @@ def load_run(paper: Paper) -> dict[str, Any]:
     return out
 
 
-def lookup(run: dict[str, Any], metric: str) -> Any:
+_ABSENT = object()  # a metric the run did not log (a null it logged is a measured "no value")
+
+
+def lookup(run: dict[str, Any], metric: str, missing: Any = None) -> Any:
     node: Any = run
     for part in metric.split(".", 1) if metric.startswith("timings.") else [metric]:
         if not isinstance(node, dict) or part not in node:
-            return None
+            return missing
         node = node[part]
     return node
 
 
 def evaluate(claim: Claim, run: dict[str, Any]) -> tuple[Any, str]:
-    """(our value, status) for one claim."""
-    value = lookup(run, claim.metric)
+    """(our value, status) for one claim. A metric logged as null (the run could not measure
+    it, and said why in its output) is "not run"; one never logged is an error once the
+    paper has run."""
+    value = lookup(run, claim.metric, missing=_ABSENT)
     if value is None:
+        return None, NOT_RUN
+    if value is _ABSENT:
         if "run" in run:  # the paper ran, so a missing metric is a typo or a notebook bug
             have = sorted(k for k in run if k not in ("run", "timings")) + sorted(f"timings.{k}" for k in run.get("timings", {}))
             raise ValueError(f"claim {claim.id}: metric {claim.metric!r} is not among the run's metrics: {have}")

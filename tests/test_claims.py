@@ -52,6 +52,8 @@ def test_evaluate_statuses():
     # a paper that ran but lacks the metric: a typo, never silently "not run"
     with pytest.raises(ValueError, match=r"'speedup' is not among the run's metrics: \['sped_up'\]"):
         ledger.evaluate(claim, {"run": {"scale": "smoke"}, "sped_up": 2.0})
+    # ... but one it logged as null (it could not measure it, and said why) is "not run"
+    assert ledger.evaluate(timed, {"run": {"scale": "smoke"}, "timings": {"speedup": None}}) == (None, ledger.NOT_RUN)
 
 
 def test_claim_schema_rejects_bad_entries():

@@ -13,14 +13,11 @@ import numpy as np
 import pandas as pd
 
 from paper09 import baselines, projektor, sources
+from shared.progress import silent
 
 Progress = Callable[..., Iterable]
 # purposes of random draws (the second seed word)
 PILOT, TRUTH, OT_PREDICT, SELECT, POWER, SELECT_TRUTH = 1, 2, 3, 4, 5, 6
-
-
-def _no_progress(iterable, desc: str = "", total: int | None = None):
-    return iterable
 
 
 def rng(seed: int, *words: int) -> np.random.Generator:
@@ -47,7 +44,7 @@ def train_sets(
     with_ot: bool = False,
     scale: float = 1.0,
     label_cost: float = 1.0,
-    progress: Progress = _no_progress,
+    progress: Progress = silent,
     desc: str = "train",
 ) -> pd.DataFrame:
     """Train the learner on every (mixture, size, repeat): one row each, with its accuracy
@@ -86,10 +83,11 @@ def fit_projektor(
 
 
 def predict_projektor(model: projektor.Projektor, mixtures: np.ndarray, targets: list[int], target: str,
-                      seed: int) -> pd.DataFrame:
-    """Projektor's accuracy at each target size for each mixture (no training)."""
+                      seed: int, progress: Progress = silent) -> pd.DataFrame:
+    """Projektor's accuracy at each target size for each mixture (no training; 2 x draws OT
+    solves per mixture, wrapped in ``progress``)."""
     rows = []
-    for m, p in enumerate(mixtures):
+    for m, p in progress(list(enumerate(mixtures)), desc="projektor predictions (OT)", total=len(mixtures)):
         perf0, perf1, d0, d1 = model.predict_pilots(p, rng(seed, OT_PREDICT, m))
         for n in targets:
             perf = projektor.project(n, model.n0, model.n1, perf0, perf1)

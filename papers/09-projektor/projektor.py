@@ -44,6 +44,8 @@ import numpy as np
 import ot
 from sklearn.linear_model import LinearRegression
 
+from shared.progress import silent
+
 
 # ----------------------------------------------------------------------------- stage 2
 
@@ -264,14 +266,17 @@ class Projektor:
         rng: np.random.Generator,
         maximize: bool,
         feasible: Callable[[np.ndarray], bool] | None = None,
+        progress: Callable = silent,
     ) -> tuple[np.ndarray, list[dict]]:
         """Projected gradient ascent on the projected performance at n (descent on a loss).
         Normalised steps of length lr * decay^t, each projected onto the simplex; returns the
-        iterate with the best predicted value and the path."""
+        iterate with the best predicted value and the path. ``progress`` (a
+        ``shared.progress`` callable, e.g. ``run.progress``) wraps the steps: each solves
+        2 x draws OT problems."""
         sign = 1.0 if maximize else -1.0
         p = project_onto_simplex(np.asarray(start, float))
         path, best, best_value = [], p.copy(), -np.inf
-        for t in range(steps):
+        for t in progress(range(steps), desc="select: OT gradient steps", total=steps):
             value, grad = self.value_and_gradient(p, n, rng)
             path.append({"step": t, **{f"p{i}": float(v) for i, v in enumerate(p)}, "predicted": value})
             if sign * value > best_value:

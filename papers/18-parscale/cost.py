@@ -100,3 +100,20 @@ def increases(table: pd.DataFrame) -> pd.DataFrame:
         row["memory_increase_param_rel"] = (wide["memory_bytes"] - base["memory_bytes"]) / base["memory_bytes"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def ledger_timings(values: dict[str, float], digits: int = 5) -> dict[str, float | None]:
+    """Timings for ``run.log_timings``, rounded. A NaN (a ratio whose denominator, ParScale's
+    own increase over the base, was <= 0: within timing noise) is logged as None with a
+    printed warning, so the run says the value is missing and why instead of dropping the
+    key (which would also leave an earlier run's value in an interactive timings.json)."""
+    out: dict[str, float | None] = {}
+    for key, value in values.items():
+        value = float(value)
+        if np.isfinite(value):
+            out[key] = round(value, digits)
+        else:
+            print(f"warning: {key} is {value} (ParScale's increase over the base is <= 0, within timing noise): "
+                  "logged as None, the ledger shows it as missing")
+            out[key] = None
+    return out

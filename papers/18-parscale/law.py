@@ -107,7 +107,9 @@ def gains_by_model(points: pd.DataFrame) -> pd.DataFrame:
 def widen(spec, target_nonembedding: float, multiple: int | None = None):
     """The spec, wider (d_model and d_ff scaled together, same depth and heads), whose
     non-embedding parameter count is closest to ``target_nonembedding``: the
-    parameter-scaled model the law says has the loss of the P-stream one."""
+    parameter-scaled model the law says has the loss of the P-stream one. Widths up to
+    8 x d_model (~64 x the parameters); a target beyond the widest raises rather than
+    returning a model that misses it (the cost comparison would be silently wrong)."""
     from shared import zoo
 
     multiple = multiple or 2 * spec.n_heads  # head_dim stays an even integer
@@ -120,6 +122,10 @@ def widen(spec, target_nonembedding: float, multiple: int | None = None):
         n = zoo.param_counts(cand)["non_embedding"]
         if best is None or abs(n - target_nonembedding) < abs(best[1] - target_nonembedding):
             best = (cand, n)
-        if n > target_nonembedding:
+        if n >= target_nonembedding:
             break
+    else:
+        low = zoo.param_counts(spec)["non_embedding"]
+        raise ValueError(f"widen: target {target_nonembedding:.4g} non-embedding parameters is beyond the search range "
+                         f"{low:.4g} to {n:.4g} (d_model {spec.d_model} to {d})")
     return best[0]

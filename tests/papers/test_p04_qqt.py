@@ -86,3 +86,22 @@ def test_analyse_picks_and_scores_pools():
     assert s2["pool_prediction_mre"] == pytest.approx((1 - 1 / 1.1) / 3, rel=1e-6)
     assert s["abs_b_increases_with_noise"] == 0 and s["tau_noisiest_over_cleanest"] == pytest.approx(1 / 3)
     assert s["best_k_smallest_budget"] == 1 and s["best_k_largest_budget"] > 1
+
+
+def test_crossover_repetitions_is_where_the_largest_pool_stays_better():
+    # top1 error falls then flattens; top3 (the largest pool) is worse early, better from
+    # n = 800 on, except a blip at 400 where it is briefly better: the answer is 800 / 100
+    # epochs of the 100-sample cleanest bucket, not 400 / 100 (must *stay* better)
+    ns = np.array([100, 200, 400, 600, 800, 1600, 3200])
+    top1 = np.array([0.9, 0.8, 0.7, 0.65, 0.62, 0.60, 0.59])
+    top3 = np.array([0.95, 0.85, 0.69, 0.66, 0.61, 0.55, 0.50])
+    top2 = np.full(len(ns), 10.0)  # a middle pool is ignored, however bad
+    tops = [pd.DataFrame({"kind": "top", "k": k, "n": ns, "error": e}) for k, e in ((1, top1), (2, top2), (3, top3))]
+    buckets = [pd.DataFrame({"kind": "bucket", "k": 1, "n": ns, "error": 0.0})]  # not pools: must be ignored
+    mean = pd.concat(tops + buckets, ignore_index=True)
+    assert qqt.crossover_repetitions(mean, bucket_size=100) == 8.0
+    # better from the first point on: the crossover is the first n
+    assert qqt.crossover_repetitions(mean.assign(error=np.where(mean["k"] == 3, 0.1, mean["error"])), 100) == 1.0
+    # never better at the end: inf
+    never = mean.assign(error=np.where((mean["k"] == 3) & (mean["n"] == 3200), 0.7, mean["error"]))
+    assert qqt.crossover_repetitions(never, 100) == float("inf")

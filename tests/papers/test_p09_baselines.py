@@ -106,3 +106,20 @@ def test_projektor_end_to_end_is_deterministic_and_selects_on_the_simplex(market
     assert first["predicted"].between(0, 1).all()
     picked, path = model.select(400, np.full(3, 1 / 3), steps=3, lr=0.25, decay=0.9, rng=ex.rng(0, 9), maximize=False)
     assert picked.sum() == pytest.approx(1.0) and np.all(picked >= 0) and len(path) == 3
+    # a progress callable wraps the OT loops, sees their length and leaves the numbers alone
+    calls = []
+
+    def progress(iterable, desc="", total=None):
+        calls.append((desc, total))
+        for item in iterable:
+            calls.append("item")
+            yield item
+
+    shown = ex.predict_projektor(model, mixtures, [400], "log_error", seed=0, progress=progress)
+    assert shown["predicted"].tolist() == first["predicted"].tolist()
+    assert calls == [("projektor predictions (OT)", 2), "item", "item"]
+    calls.clear()
+    picked_shown, path_shown = model.select(400, np.full(3, 1 / 3), steps=3, lr=0.25, decay=0.9, rng=ex.rng(0, 9),
+                                            maximize=False, progress=progress)
+    assert calls[0] == ("select: OT gradient steps", 3) and calls.count("item") == len(path_shown) == 3
+    np.testing.assert_array_equal(picked_shown, picked)

@@ -124,6 +124,25 @@ def test_compute_optimal_matches_chinchillas_closed_form():
         refit.ratio_at(curve, 3e21)
 
 
+def test_compute_optimal_of_a_farseer_law_is_a_minimum_on_the_budget():
+    # no closed form for Farseer: the returned split must spend the budget (6ND = C) and beat
+    # its neighbours N x 2 and N / 2 at the same C; a fixed_fit and a bare params dict agree
+    budgets = [1e19, 1e21, 1e23]
+    fitted = scaling.fixed_fit(scaling.farseer, TRUE)
+    curve = refit.optimal_ratio(fitted, budgets, unit=1e9)
+    pd.testing.assert_frame_equal(curve, refit.optimal_ratio(dict(TRUE), budgets, unit=1e9))
+    assert not curve["at_grid_edge"].any()
+    np.testing.assert_allclose(6 * curve["N"] * curve["D"], budgets, rtol=1e-9)
+    np.testing.assert_allclose(curve["D_over_N"], curve["D"] / curve["N"], rtol=1e-12)
+
+    def loss(n, c):  # raw N, same budget c; the law takes billions
+        return scaling.farseer.predict(TRUE, N=np.asarray(n) / 1e9, D=c / (6 * np.asarray(n)) / 1e9)
+
+    for c, n, best in zip(budgets, curve["N"], curve["loss"]):
+        assert best == pytest.approx(float(loss(n, c)), rel=1e-9)
+        assert best < float(loss(2 * n, c)) and best < float(loss(n / 2, c))
+
+
 def test_grid_budgets_span_the_grid():
     grid = _grid()
     budgets = refit.grid_budgets(grid, (0.0, 2.0), 5)

@@ -1,6 +1,8 @@
 """Paper 18 (ParScale): the published refit, our-runs analysis, equal-loss widening, cost table."""
 
+import json
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -64,6 +66,16 @@ def test_widen_hits_the_target_parameter_count():
     wide = law.widen(spec, 1.8 * n)
     assert wide.n_layers == spec.n_layers and wide.d_model > spec.d_model
     assert abs(zoo.param_counts(wide)["non_embedding"] / n - 1.8) < 0.1
+    # the widest searched model (8 x d_model) is reached exactly, not refused
+    widest_spec = zoo.ModelSpec(**(spec.model_dump() | {"d_model": 8 * 128, "d_ff": 8 * 352}))
+    widest = zoo.param_counts(widest_spec)["non_embedding"]
+    assert law.widen(spec, widest).d_model == 8 * 128
+    # beyond it: one clear error, not the widest model in silence
+    target = 1.01 * widest
+    message = (f"widen: target {target:.4g} non-embedding parameters is beyond the search range "
+               f"{n:.4g} to {widest:.4g} (d_model 128 to 1024)")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        law.widen(spec, target)
 
 
 def test_cost_table_and_increases():
@@ -80,6 +92,20 @@ def test_cost_table_and_increases():
     inc = cost.increases(table)
     assert inc.loc[0, "memory_bytes_increase_parscale"] == par["memory_bytes"] - base["memory_bytes"]
     assert torch.get_num_threads() == 1
+
+
+def test_a_nan_timing_is_logged_as_missing_with_a_warning(capsys, tmp_path):
+    out = cost.ledger_timings({"cost_latency_increase_ratio": float("nan"), "cost_latency_increase_param_s": 0.0025134})
+    assert out == {"cost_latency_increase_ratio": None, "cost_latency_increase_param_s": 0.00251}
+    assert "warning: cost_latency_increase_ratio is nan" in capsys.readouterr().out
+    # the key stays in timings.json as null (an earlier value is overwritten, not kept)
+    from shared import notebook
+
+    path = tmp_path / "timings.json"
+    path.write_text('{"cost_latency_increase_ratio": 0.5}')
+    notebook._merge_json(path, out)
+    assert json.loads(path.read_text())["cost_latency_increase_ratio"] is None
+    assert cost.ledger_timings({"x": 1.0}) == {"x": 1.0} and "warning" not in capsys.readouterr().out
 
 
 def test_every_scale_validates_and_a_bad_value_names_its_key():

@@ -66,7 +66,7 @@ pilots = ex.train_sets(market, pilot_mix, [p.n0, p.n1], p.pilot_repeats, p.logre
 model = ex.fit_projektor(market, pilots, p.n0, p.n1, p.target, scale_ot, p.label_cost, p.ot_draws)
 projektor_fit_s = time.perf_counter() - started
 started = time.perf_counter()
-pred_projektor = ex.predict_projektor(model, eval_mix, p.targets, p.target, run.seed)
+pred_projektor = ex.predict_projektor(model, eval_mix, p.targets, p.target, run.seed, progress=run.progress)
 projektor_predict_s = time.perf_counter() - started
 run.save_table(pilots, "pilots")
 pilots.groupby("n")[["accuracy", "ot"]].describe().round(3)

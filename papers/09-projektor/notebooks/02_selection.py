@@ -39,7 +39,7 @@ n = p.claim_target
 # %%
 started = time.perf_counter()
 selected, path = model.select(n, np.full(market.k, 1.0 / market.k), p.select_steps, p.select_lr, p.select_decay,
-                              ex.rng(run.seed, ex.SELECT), maximize=(p.target == "accuracy"))
+                              ex.rng(run.seed, ex.SELECT), maximize=(p.target == "accuracy"), progress=run.progress)
 select_s = time.perf_counter() - started
 path = pd.DataFrame(path)
 path["predicted_accuracy"] = projektor.to_accuracy(path["predicted"], p.target)
