@@ -272,7 +272,12 @@ def fixed_fit(law: Law, params: Mapping[str, float], data=None, y=None, space: S
 def errors(fitted: Fit, data, y) -> dict[str, float]:
     """How well ``fitted`` predicts ``y`` at these points (held out or in range)."""
     _, target = _data(fitted.law, data, y, "linear")
-    pred = fitted.predict(data).ravel()
+    return prediction_errors(fitted.predict(data).ravel(), target)
+
+
+def prediction_errors(pred, y) -> dict[str, float]:
+    """mre, max_re (relative), rmse_log and r2 (linear space) of predictions ``pred`` of ``y``."""
+    pred, target = np.asarray(pred, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
     rel = np.abs(pred - target) / np.abs(target)
     with np.errstate(invalid="ignore", divide="ignore"):
         log_res = np.log(pred) - np.log(target)
@@ -285,6 +290,13 @@ def errors(fitted: Fit, data, y) -> dict[str, float]:
         "r2": 1 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
         "n": int(len(target)),
     }
+
+
+def huber_objective(pred, y, delta: float = HUBER_DELTA, space: Space = "log") -> float:
+    """The fitter's objective for given predictions: the sum of Huber_delta of the residuals."""
+    pred, target = np.asarray(pred, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    res = np.abs(np.log(pred) - np.log(target) if space == "log" else pred - target)
+    return float(np.sum(np.where(res <= delta, 0.5 * res**2, delta * (res - 0.5 * delta))))
 
 
 def compute_optimal(

@@ -27,11 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from shared.progress import silent
+
 Progress = Callable[..., Iterable]
-
-
-def _no_progress(iterable: Iterable, desc: str = "", total: int | None = None) -> Iterable:
-    return iterable
 
 
 @dataclass(frozen=True)
@@ -135,7 +133,7 @@ def sgd_curves(
     lr0: float,
     seeds: Sequence[int],
     n_classes: int = 2,
-    progress: Progress = _no_progress,
+    progress: Progress = silent,
 ) -> np.ndarray:
     """Train one logistic-regression student per dataset by SGD (one example a step,
     ``lr0/sqrt(t)``, a fresh permutation each epoch drawn from ``seeds[r]``) and return
@@ -216,7 +214,7 @@ def run_grid(
     seeds: Sequence[int],
     at: np.ndarray,
     lr0: float,
-    progress: Progress = _no_progress,
+    progress: Progress = silent,
 ) -> pd.DataFrame:
     """Every single bucket and every top-k pool (k >= 2), for each seed: a tidy table
     with columns seed, run (``bucket{i}`` or ``top{k}``), kind, k (buckets in it),

@@ -27,6 +27,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
+from shared.progress import silent
+
 Metric = Literal["prototype", "supervised_prototype", "el2n", "random"]
 Keep = Literal["hard", "easy"]
 Progress = Callable[..., Iterable]
@@ -39,10 +41,6 @@ DEFAULT_ARMS: tuple[tuple[Metric, Keep | None], ...] = (
     ("supervised_prototype", "hard"),
     ("el2n", "hard"),
 )
-
-
-def _no_progress(iterable: Iterable, desc: str = "", total: int | None = None) -> Iterable:
-    return iterable
 
 
 def unsupervised_embedding(x: np.ndarray, n_components: int, seed: int) -> np.ndarray:
@@ -107,7 +105,7 @@ def pruning_curves(
     logreg_c: float,
     arms: Sequence[tuple[Metric, Keep | None]] = DEFAULT_ARMS,
     train_fraction: float = 1.0,
-    progress: Progress = _no_progress,
+    progress: Progress = silent,
 ) -> pd.DataFrame:
     """Test accuracy of a classifier trained on each kept subset.
 

@@ -38,13 +38,11 @@ import pandas as pd
 from scipy import optimize, special
 from threadpoolctl import threadpool_limits
 
+from shared.progress import silent
+
 Strategy = Literal["hard", "easy", "random"]
 STRATEGIES: tuple[Strategy, ...] = ("hard", "easy", "random")
 Progress = Callable[..., Iterable]
-
-
-def _no_progress(iterable: Iterable, desc: str = "", total: int | None = None) -> Iterable:
-    return iterable
 
 
 # --------------------------------------------------------------------------------------
@@ -270,7 +268,7 @@ def simulate_grid(
     backend: Literal["numpy", "torch"] = "numpy",
     device: str = "cpu",
     hinge_c: float = 1e6,
-    progress: Progress = _no_progress,
+    progress: Progress = silent,
 ) -> pd.DataFrame:
     """Train a max-margin student on every cell of the grid, for every seed.
 
@@ -560,7 +558,7 @@ def theory_error(
     return theory_point(alpha_prune, keep_fraction, strategy, theta_deg, n_nodes).test_error
 
 
-def theory_grid(cells: Sequence[Cell], n_nodes: int = 12, progress: Progress = _no_progress) -> pd.DataFrame:
+def theory_grid(cells: Sequence[Cell], n_nodes: int = 12, progress: Progress = silent) -> pd.DataFrame:
     """Theory on the cells of a simulation grid (alpha_prune = f * alpha_total)."""
     rows = []
     for cell in progress(cells, desc="replica theory", total=len(cells)):
@@ -586,7 +584,7 @@ def theory_frontier(
     alpha_prunes: Sequence[float],
     alpha_totals: Sequence[float],
     n_nodes: int = 12,
-    progress: Progress = _no_progress,
+    progress: Progress = silent,
 ) -> pd.DataFrame:
     """The Pareto frontier of the perfect metric, as in the paper's Fig. 1: the lower
     envelope, over total sizes ``alpha_totals`` (each one a curve of error against

@@ -105,18 +105,9 @@ def predict(fits: dict, name: str, df: pd.DataFrame) -> np.ndarray:
     return fits[name].predict(df).ravel()
 
 
-def errors(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """mre, max_re, rmse_log, r2 of predictions (same definitions as scaling.errors)."""
-    rel = np.abs(pred - y) / np.abs(y)
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    return {"mre": float(rel.mean()), "max_re": float(rel.max()),
-            "rmse_log": float(np.sqrt(np.mean((np.log(pred) - np.log(y)) ** 2))),
-            "r2": 1 - float(np.sum((pred - y) ** 2)) / ss_tot if ss_tot > 0 else float("nan")}
-
-
 def fit_errors(fits: dict, df: pd.DataFrame, names=("farseer", "chinchilla", "piecewise")) -> dict[str, dict[str, float]]:
     y = df["loss"].to_numpy()
-    return {name: errors(predict(fits, name, df), y) for name in names}
+    return {name: scaling.prediction_errors(predict(fits, name, df), y) for name in names}
 
 
 def predictions_table(fits: dict, df: pd.DataFrame, split: str, names=("farseer", "chinchilla", "piecewise")) -> pd.DataFrame:
@@ -168,12 +159,6 @@ def grid_budgets(df: pd.DataFrame, span: tuple[float, float], points: int) -> li
     return list(10 ** np.linspace(lo, hi, points))
 
 
-def huber_objective(pred: np.ndarray, y: np.ndarray, delta: float = scaling.HUBER_DELTA) -> float:
-    """The fitter's objective: sum of Huber_delta(log pred - log y)."""
-    r = np.abs(np.log(pred) - np.log(y))
-    return float(np.sum(np.where(r <= delta, 0.5 * r**2, delta * (r - 0.5 * delta))))
-
-
 def optima_table(fitted: scaling.Fit, df: pd.DataFrame, budgets, unit: float) -> pd.DataFrame:
     """Every distinct optimum the multi-start reached: its objective and its D/N at ``budgets``.
     Near-equal objectives with far-apart D/N mean the data do not pin the extrapolation down."""
@@ -183,6 +168,6 @@ def optima_table(fitted: scaling.Fit, df: pd.DataFrame, budgets, unit: float) ->
         params = dict(zip(fitted.law.params, map(float, theta)))
         pred = fitted.law.predict(params, N=df["N"].to_numpy(), D=df["D"].to_numpy())
         curve = scaling.compute_optimal(_params_fit(params, fitted.law), budgets, n_unit=unit, d_unit=unit)
-        rows.append({"optimum": k, "objective": huber_objective(pred, y), **params,
+        rows.append({"optimum": k, "objective": scaling.huber_objective(pred, y), **params,
                      **{f"dn_{c:.0e}": v for c, v in zip(budgets, curve["D_over_N"])}})
     return pd.DataFrame(rows)

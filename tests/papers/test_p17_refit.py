@@ -87,7 +87,7 @@ def test_piecewise_recovers_a_noise_free_farseer_surface():
     assert per_n["B_N"].to_numpy() == pytest.approx(true_b, rel=1e-4)
     params = piecewise.fit(grid)
     pred = scaling.farseer.predict(params, N=grid["N"], D=grid["D"])
-    assert refit.errors(pred, grid["loss"].to_numpy())["max_re"] < 1e-3
+    assert scaling.prediction_errors(pred, grid["loss"].to_numpy())["max_re"] < 1e-3
 
 
 # ----------------------------------------------------------------------- both laws, extrapolation
@@ -102,7 +102,7 @@ def test_fit_laws_extrapolate_a_farseer_surface_and_chinchilla_does_worse():
     assert held["chinchilla"]["mre"] > 2 * held["farseer"]["mre"]  # no cross term: it cannot follow A(N), B(N)
     # the robust fit's objective is the Huber sum the module recomputes
     pred = fits["farseer"].predict(train).ravel()
-    assert refit.huber_objective(pred, train["loss"].to_numpy()) == pytest.approx(fits["farseer"].loss, rel=1e-6)
+    assert scaling.huber_objective(pred, train["loss"].to_numpy()) == pytest.approx(fits["farseer"].loss, rel=1e-6)
     table = refit.predictions_table(fits, test, "held out")
     assert set(table["split"]) == {"held out"} and table["re_farseer"].abs().mean() == pytest.approx(held["farseer"]["mre"])
 
