@@ -124,6 +124,7 @@ class Fit:
     delta: float
     optima: np.ndarray = field(repr=False)  # distinct best end points [k, P], best first (bootstrap starts)
     converged: float = 1.0  # share of the starts followed to the end that converged before max_iter
+    kind: Literal["huber", "mse"] = "huber"  # the loss it minimised (bootstrap refits use the same)
 
     @property
     def theta(self) -> np.ndarray:
@@ -205,7 +206,7 @@ def fit(
                                                     max_iter=max_iter)
     else:
         theta, objective, converged = _solve_lbfgs(law, x, target, theta0, weights, loss, delta, space, mask)
-    return _make_fit(law, x, target, theta, objective, converged, space, delta, len(theta0))
+    return _make_fit(law, x, target, theta, objective, converged, space, delta, len(theta0), loss)
 
 
 def bootstrap(
@@ -215,7 +216,7 @@ def bootstrap(
     *,
     n: int = 200,
     seed: int = 0,
-    loss: Literal["huber", "mse"] = "huber",
+    loss: Literal["huber", "mse"] | None = None,
     starts: int = BOOTSTRAP_STARTS,
     progress: Callable | None = None,
 ) -> Bootstrap:
@@ -227,6 +228,7 @@ def bootstrap(
     optima fit almost as well (a flat valley, as Farseer's form has), pass ``starts`` > 1 to
     let resamples move between them."""
     law = fitted.law
+    loss = loss or fitted.kind
     x, target = _data(law, data, y, fitted.space)
     rng = np.random.default_rng(seed)
     counts = np.stack([np.bincount(rng.integers(0, len(target), len(target)), minlength=len(target)) for _ in range(n)])
@@ -257,15 +259,9 @@ def fixed_fit(law: Law, params: Mapping[str, float], data=None, y=None, space: S
     loss = r2 = float("nan")
     n = 0
     if data is not None:
-        import torch
-
         x, target = _data(law, data, y, space)
-        tx = {k: torch.as_tensor(np.array(v), dtype=torch.float64) for k, v in x.items()}
-        ty = torch.as_tensor(np.array(target), dtype=torch.float64)[None]
-        with torch.no_grad():
-            loss = float(_objective_rows(law, tx, ty, torch.as_tensor(theta)[None], torch.ones_like(ty), "huber",
-                                         HUBER_DELTA, space)[0])
-        r2, n = errors(Fit(law, values, loss, float("nan"), 0, 0, space, HUBER_DELTA, theta[None]), data, y)["r2"], len(target)
+        pred = law.predict(values, **x).ravel()
+        loss, r2, n = huber_objective(pred, target, HUBER_DELTA, space), prediction_errors(pred, target)["r2"], len(target)
     return Fit(law, values, loss, r2, n, 0, space, HUBER_DELTA, theta[None])
 
 
@@ -543,7 +539,7 @@ def _solve_lbfgs(law, x, target, theta0, weights, loss, delta, space, mask):
     return np.array(thetas), np.array(values), ok / len(theta0)
 
 
-def _make_fit(law, x, target, theta, objective, converged, space, delta, n_starts) -> Fit:
+def _make_fit(law, x, target, theta, objective, converged, space, delta, n_starts, kind) -> Fit:
     order = np.argsort(np.where(np.isfinite(objective), objective, np.inf))
     if not np.isfinite(objective[order[0]]):
         raise ValueError(f"fit {law.name}: no start reached a finite objective; check the data and the starts")
@@ -555,11 +551,9 @@ def _make_fit(law, x, target, theta, objective, converged, space, delta, n_start
             optima.append(theta[i])
     best = theta[order[0]]
     params = dict(zip(law.params, map(float, best)))
-    pred = law.predict(params, **x)
-    ss_res = float(np.sum((pred - target) ** 2))
-    ss_tot = float(np.sum((target - target.mean()) ** 2))
-    return Fit(law, params, float(objective[order[0]]), 1 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
-               len(target), n_starts, space, delta, np.array(optima), converged)
+    r2 = prediction_errors(law.predict(params, **x), target)["r2"]
+    return Fit(law, params, float(objective[order[0]]), r2, len(target), n_starts, space, delta, np.array(optima),
+               converged, kind)
 
 
 # ----------------------------------------------------------------------------- data plumbing

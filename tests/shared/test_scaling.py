@@ -175,3 +175,14 @@ def test_fixed_fit_predicts_with_given_parameters_and_scores_them():
     off = scaling.fixed_fit(scaling.chinchilla, {**TRUE, "e": 0.6}, data, "loss")
     assert off.loss > 0 and off.r2 < 1
     assert np.isnan(scaling.fixed_fit(scaling.chinchilla, TRUE).r2)
+
+
+def test_bootstrap_refits_with_the_loss_the_fit_used():
+    data = chinchilla_points(noise=0.02, seed=4)
+    fit = scaling.fit(scaling.chinchilla, data, "loss", starts=16, loss="mse")
+    assert fit.kind == "mse"
+    same = scaling.bootstrap(fit, data, "loss", n=4, seed=1)
+    explicit = scaling.bootstrap(fit, data, "loss", n=4, seed=1, loss="mse")
+    huber = scaling.bootstrap(fit, data, "loss", n=4, seed=1, loss="huber")
+    pd.testing.assert_frame_equal(same.samples, explicit.samples)
+    assert not np.allclose(same.samples["objective"], huber.samples["objective"])
