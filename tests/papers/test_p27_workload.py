@@ -1,0 +1,71 @@
+"""Paper 27 (S-LoRA): the synthetic trace, the adapters, the paper's jsonl and the parameters."""
+
+import numpy as np
+import pytest
+import yaml
+
+from paper27 import config, workload
+from shared.paths import CONF
+
+
+def test_trace_statistics():
+    reqs = workload.trace(10, 4000, 5.0, 2.0, 1.0, (8, 16), (3, 5), 100, seed=0)
+    gaps = np.diff([0.0] + [r.arrival for r in reqs])
+    assert abs(gaps.mean() - 1 / 5.0) < 0.02 and abs(gaps.std() / gaps.mean() - 2.0) < 0.2  # Gamma: mean 1/rate, cv
+    assert {r.prompt_len for r in reqs} == set(range(8, 17)) and {r.output_len for r in reqs} == {3, 4, 5}
+    assert all(0 <= t < 100 for r in reqs for t in r.prompt)
+    counts = np.bincount([int(r.adapter.split("_")[1]) for r in reqs], minlength=10)
+    assert counts.min() > 300  # the authors' generator: uniform at alpha = 1
+    zipf = workload.trace(10, 4000, 5.0, 1.0, 1.0, (8, 16), (3, 5), 100, seed=0, popularity="zipf")
+    z = np.bincount([int(r.adapter.split("_")[1]) for r in zipf], minlength=10)
+    assert z[0] > 3 * z[9]
+    assert workload.trace(3, 20, 1.0, 1.0, 1.0, (2, 4), (2, 4), 50, seed=3) == workload.trace(3, 20, 1.0, 1.0, 1.0, (2, 4), (2, 4), 50, seed=3)
+    with pytest.raises(ValueError, match="popularity: 'slora' or 'zipf'"):
+        workload.trace(3, 5, 1.0, 1.0, 1.0, (2, 4), (2, 4), 50, popularity="flat")
+
+
+def test_adapter_ranks_cycle():
+    assert workload.adapter_ranks(6, [64, 32, 16, 8]) == [64, 32, 16, 8, 64, 32]
+
+
+def test_paper_results_match_table3():
+    df = workload.paper_results()
+    s1 = df[(df["setting"] == "S1") & (df["system"] == "slora")].sort_values("n_adapters")
+    assert s1["n_adapters"].tolist() == [5, 100, 1000, 2000]
+    assert [round(v, 2) for v in s1["throughput"]] == [8.05, 7.99, 7.64, 7.61]
+    peft = df[(df["setting"] == "S1") & (df["system"] == "peft")]
+    assert [round(v, 2) for v in peft["throughput"]] == [0.88, 0.25]
+    s4peft = df[(df["setting"] == "S4") & (df["system"] == "peft")]
+    assert len(s4peft) == 1  # the n = 100 run of that file is a note, not a JSON line
+
+
+def _params(scale):
+    p = yaml.safe_load((CONF / "p27" / "base.yaml").read_text())
+    if scale != "base":
+        p |= {k: v for k, v in yaml.safe_load((CONF / "p27" / f"{scale}.yaml").read_text()).items() if k != "defaults"}
+    return p
+
+
+@pytest.mark.parametrize("scale", ["base", "smoke", "gpu"])
+def test_every_scale_validates(scale):
+    config.Params(**_params(scale))
+
+
+@pytest.mark.parametrize("scale", ["base", "smoke", "gpu"])
+def test_ranks_stay_small_against_the_hidden_size(scale):
+    # the paper's regime: the LoRA add-on a few per cent of the adapted projections (S2: 64 / 4096)
+    p = config.Params(**_params(scale))
+    assert max(p.lora_ranks) / p.model.d_model <= 1 / 16
+    assert max(p.lora_ranks) // min(p.lora_ranks) >= 4  # still a mix of ranks
+
+
+def test_bad_values_fail_naming_the_key():
+    p = _params("base")
+    with pytest.raises(ValueError, match="peft_claim_n: 7 must be one of n_adapters"):
+        config.Params(**(p | {"peft_claim_n": 7}))
+    with pytest.raises(ValueError, match="n_adapters: increasing distinct values"):
+        config.Params(**(p | {"n_adapters": [5, 1]}))
+    with pytest.raises(ValueError, match="model.attention: pages are d_model vectors"):
+        config.Params(**(p | {"model": p["model"] | {"attention": "gqa", "n_kv_heads": 2}}))
+    with pytest.raises(ValueError, match="lora_ranks: each in"):
+        config.Params(**(p | {"lora_ranks": [512]}))
