@@ -1,7 +1,7 @@
 """Parameters of paper 27 (S-LoRA: serving thousands of concurrent LoRA adapters). Values live in
 pipelines/conf/p27/*.yaml."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -23,7 +23,7 @@ class Params(BaseModel):
 
     # --- the workload (S-LoRA's synthetic trace) ---
     n_adapters: list[int] = Field(min_length=2, description="numbers of adapters N swept (the first is the reference)")
-    req_rates: list[float] = Field(min_length=1, description="arrival rates (req/s of measured time); the first feeds the claims")
+    req_rates: list[Annotated[float, Field(gt=0)]] = Field(min_length=1, description="arrival rates (req/s of measured time); the first feeds the claims")
     n_requests: int = Field(ge=4, description="requests per trace")
     cv: float = Field(gt=0, description="coefficient of variation of the Gamma inter-arrivals (1: Poisson)")
     alpha: float = Field(gt=0, description="power-law exponent of adapter popularity")

@@ -1,8 +1,10 @@
 """A real continuous-batching server loop for many LoRA adapters, three ways (S-LoRA Sec. 7).
 
 Every prefill and decode step is a real forward of the model; the loop's clock is the measured
-wall time of those forwards (plus the weight copies of the PEFT-style server's adapter swaps),
-and the trace's arrivals are placed on that clock. Per iteration a server either admits waiting
+wall time of every iteration's whole body (admission, the forwards, joining and retiring rows of
+the batched KV, the PEFT-style server's adapter swaps, the page bookkeeping), bracketed by
+``shared.timing.synchronize``; only idle time until the next arrival is skipped. The trace's
+arrivals are placed on that clock. Per iteration a server either admits waiting
 requests (FCFS) that fit its memory (KV pages reserved for prompt + output tokens at admission, plus
 the adapter's pages for S-LoRA's unified pool) and prefills them in one forward (their first
 token), or runs one decode step of the running ones; then it retires those that have their
@@ -14,6 +16,12 @@ K/V tensors (given to transformers as a ``DynamicCache``), a 2-D attention mask 
 positions; joining requests are concatenated (both sides left-padded to the same length), leaving
 ones are dropped with ``index_select`` and leading all-padding columns trimmed.
 
+Memory accounting: the page pool (``shared.paging``) governs ADMISSION only (pages of prompt +
+output tokens reserved per request, plus the adapter's pages for the unified pool). The real KV
+is dense and padded: every row of a batch holds as many positions as its longest row, and a join
+briefly holds both the old and the concatenated tensors. So the tensors in use may exceed what the
+pool accounts for (padding), and reserved-but-not-yet-generated pages are not allocated in them.
+
 Servers (same loop, same trace, same clock):
 
 - :class:`SLoRAServer`: any mix of adapters in one batch (``shared.multilora``: one base GEMM, LoRA by
@@ -22,7 +30,10 @@ Servers (same loop, same trace, same clock):
   the adapter's weights copied into peft's slot of its rank and ``set_adapter`` between batches),
   as the PEFT baseline of the paper.
 - :class:`MergedServer`: one merged model per adapter (vLLM-packed: a worker per merged model), each
-  with its own continuous batch; it holds at most floor(M / model_bytes) copies, beyond that: OOM.
+  with its own continuous batch and its own router counter; it holds at most floor(M / model_bytes)
+  copies, beyond that: OOM. The copies run one after the other on the single clock (vLLM-packed ran
+  its workers concurrently under MPS): on a GPU this is pessimistic for the merged server, as
+  several small-batch forwards could overlap.
 """
 
 from __future__ import annotations
@@ -39,25 +50,39 @@ import pandas as pd
 import torch
 from transformers import DynamicCache
 
-from shared import multilora, paging
+from shared import multilora, paging, timing
 
 from .workload import Request
 
 
 class Clock:
-    """The loop's clock: advanced by the measured wall time of real work only."""
+    """The loop's clock: advanced by the measured wall time of real work only (``timed``, bracketed
+    by ``shared.timing.synchronize``); ``now()`` inside a timed call stamps events on it."""
 
-    def __init__(self):
+    def __init__(self, device="cpu"):
+        self.device = torch.device(device)
         self.t = 0.0
         self.busy = 0.0
+        self._t0: float | None = None
 
     def timed(self, fn: Callable):
-        t0 = time.perf_counter()
-        out = fn()
-        dt = time.perf_counter() - t0
-        self.t += dt
-        self.busy += dt
-        return out
+        timing.synchronize(self.device)
+        self._t0 = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            timing.synchronize(self.device)
+            dt = time.perf_counter() - self._t0
+            self._t0 = None
+            self.t += dt
+            self.busy += dt
+
+    def now(self) -> float:
+        """The clock at this instant (inside a timed call: including the work done so far)."""
+        if self._t0 is None:
+            return self.t
+        timing.synchronize(self.device)
+        return self.t + time.perf_counter() - self._t0
 
 
 @dataclass
@@ -171,9 +196,9 @@ def model_bytes(model) -> int:
 class _Server:
     name = ""
 
-    def __init__(self, memory: paging.UnifiedMemory, max_batch: int, max_wait: int = 0):
+    def __init__(self, memory: paging.UnifiedMemory, max_batch: int, max_wait: int = 0, device="cpu"):
         self.memory, self.max_batch, self.max_wait = memory, max_batch, max_wait
-        self.clock = Clock()
+        self.clock = Clock(device)
         self.decodes_since_prefill = 0
 
     def _may_prefill(self) -> bool:
@@ -186,6 +211,15 @@ class _Server:
 
     def _pool_adapter(self, req: Request) -> str | None:
         return req.adapter  # the adapter's pages in the memory pool (None: not in the pool)
+
+    def _admit_where(self, waiting: deque, eligible: Callable[[Request], bool]) -> list[Request]:
+        """FCFS over the waiting requests that ``eligible`` accepts (the others keep their places)."""
+        new = self._admit(deque(r for r in waiting if eligible(r)))
+        taken = {r.rid for r in new}
+        kept = [r for r in waiting if r.rid not in taken]
+        waiting.clear()
+        waiting.extend(kept)
+        return new
 
     def _admit(self, waiting: deque) -> list[Request]:
         """FCFS: admit from the head of the queue while requests fit (stop at the first that does not)."""
@@ -200,8 +234,9 @@ class _Server:
         return new
 
     def _finish(self, done: list[Row], out: list[Row]) -> None:
+        now = self.clock.now()
         for r in done:
-            r.finish = self.clock.t
+            r.finish = now
             self.memory.release(r.req.rid)
             out.append(r)
 
@@ -212,7 +247,7 @@ class SLoRAServer(_Server):
     name = "slora"
 
     def __init__(self, ml: multilora.MultiLora, memory, max_batch: int, max_wait: int = 0):
-        super().__init__(memory, max_batch, max_wait)
+        super().__init__(memory, max_batch, max_wait, next(ml.model.parameters()).device)
         self.ml, self.batch = ml, KVBatch()
 
     def running(self) -> int:
@@ -226,25 +261,19 @@ class SLoRAServer(_Server):
         model = self.ml.model
         if new:
             rows = [Row(r) for r in new]
-            nb = self.clock.timed(lambda: KVBatch.prefill(model, rows, lambda: self.ml.batch([r.adapter for r in new])))
+            nb = KVBatch.prefill(model, rows, lambda: self.ml.batch([r.adapter for r in new]))
+            now = self.clock.now()
             for r in rows:
-                r.first_token = self.clock.t
+                r.first_token = now
             self.batch.join(nb)
             self._finish(self.batch.retire(), out)
             self.decodes_since_prefill = 0
         elif len(self.batch):
             self.decodes_since_prefill += 1
             b = self.batch
-
-            def context():
-                return self.ml.batch(b.plan if b.plan is not None else [r.req.adapter for r in b.rows])
-
-            def decode():
-                with context() as plan:  # a plan is reused while the batch does not change
-                    b.plan = plan
-                    b.decode(model)
-
-            self.clock.timed(decode)
+            with self.ml.batch(b.plan if b.plan is not None else [r.req.adapter for r in b.rows]) as plan:
+                b.plan = plan  # a plan is reused while the batch does not change
+                b.decode(model)
             self._finish(b.retire(), out)
 
 
@@ -254,7 +283,7 @@ class PeftServer(_Server):
     name = "peft"
 
     def __init__(self, peft_model, store: multilora.AdapterStore, memory, max_batch: int):
-        super().__init__(memory, max_batch)
+        super().__init__(memory, max_batch, device=next(peft_model.parameters()).device)
         self.peft_model, self.store = peft_model, store
         self.batch, self.current = KVBatch(), None
         self.base = peft_model.base_model.model
@@ -266,7 +295,8 @@ class PeftServer(_Server):
 
         ranks = sorted({w.rank for n in store.names for w in store[n].values()})
         cfg = {r: LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=list(targets)) for r in ranks}
-        model = get_peft_model(base, cfg[ranks[0]], adapter_name=f"r{ranks[0]}")
+        # adapter slots in the base's dtype (peft would keep them in float32 under a bf16 base)
+        model = get_peft_model(base, cfg[ranks[0]], adapter_name=f"r{ranks[0]}", autocast_adapter_dtype=False)
         for r in ranks[1:]:
             model.add_adapter(f"r{r}", cfg[r])
         return model.eval()
@@ -281,19 +311,18 @@ class PeftServer(_Server):
         if len(self.batch) or not waiting:
             return []  # a static batch runs to its end
         adapter = waiting[0].adapter
-        same = deque(r for r in waiting if r.adapter == adapter)
-        new = self._admit(same)
-        taken = {r.rid for r in new}
-        kept = [r for r in waiting if r.rid not in taken]
-        waiting.clear()
-        waiting.extend(kept)
-        return new
+        return self._admit_where(waiting, lambda r: r.adapter == adapter)
 
     def _swap(self, adapter: str) -> None:
         if adapter == self.current:
             return
         weights = self.store[adapter]
-        slot = f"r{next(iter(weights.values())).rank}"
+        ranks = {w.rank for w in weights.values()}
+        slot = f"r{min(ranks)}"
+        slot_modules = {n for n, m in self.base.named_modules() if hasattr(m, "lora_A") and slot in m.lora_A}
+        if len(ranks) != 1 or set(weights) != slot_modules:
+            raise ValueError(f"peft server: adapter {adapter!r} has ranks {sorted(ranks)} on {len(weights)} modules; "
+                             f"a slot needs one rank on all {len(slot_modules)} target modules")  # fmt: skip
         with torch.no_grad():
             for module, w in weights.items():
                 layer = self.base.get_submodule(module)
@@ -306,35 +335,46 @@ class PeftServer(_Server):
     def step(self, new: list[Request], out: list[Row]) -> None:
         if new:
             rows = [Row(r) for r in new]
-            self.clock.timed(lambda: self._swap(new[0].adapter))
-            self.batch = self.clock.timed(lambda: KVBatch.prefill(self.peft_model, rows))
+            self._swap(new[0].adapter)
+            self.batch = KVBatch.prefill(self.peft_model, rows)
+            now = self.clock.now()
             for r in rows:
-                r.first_token = self.clock.t
+                r.first_token = now
             self._finish(self.batch.retire(), out)
         if len(self.batch):
-            self.clock.timed(lambda: self.batch.decode(self.peft_model))
+            self.batch.decode(self.peft_model)
             self._finish(self.batch.retire(), out)
 
 
 class MergedServer(_Server):
-    """One merged model per adapter, each with its own continuous batch (vLLM-packed)."""
+    """One merged model per adapter, each with its own continuous batch (vLLM-packed): per
+    iteration every copy either prefills its new requests or runs one decode step, and each copy
+    has its own router counter (``decodes_since_prefill[a]``), as independent workers. One KV pool
+    and ``max_batch`` are shared by the copies; the copies run one after the other on one clock."""
 
     name = "merged"
 
     def __init__(self, copies: dict[str, torch.nn.Module], memory, max_batch: int, max_wait: int = 0):
-        super().__init__(memory, max_batch, max_wait)
+        super().__init__(memory, max_batch, max_wait, next(next(iter(copies.values())).parameters()).device)
         self.copies = copies
         self.batches = {a: KVBatch() for a in copies}
+        self.decodes_since_prefill = dict.fromkeys(copies, 0)
 
     @staticmethod
-    def build(base, store: multilora.AdapterStore, names: list[str]) -> dict[str, torch.nn.Module]:
+    def build(base, store: multilora.AdapterStore, names: list[str], device=None) -> dict[str, torch.nn.Module]:
+        """A merged copy of ``base`` per adapter: W + scale * B A computed in float32 and cast to
+        the weight's dtype. ``base`` should live on the CPU: each copy is made and merged there and
+        then moved to ``device`` (default: the base's), so the device never holds the base in addition."""
+        device = next(base.parameters()).device if device is None else torch.device(device)
         copies = {}
         for a in names:
             m = copy.deepcopy(base)
             with torch.no_grad():
                 for module, w in store[a].items():
-                    m.get_submodule(module).weight.addmm_(w.B, w.A, alpha=w.scale)
-            copies[a] = m.eval()
+                    weight = m.get_submodule(module).weight
+                    delta = w.B.to(weight.device, torch.float32) @ w.A.to(weight.device, torch.float32)
+                    weight.copy_((weight.float() + w.scale * delta).to(weight.dtype))
+            copies[a] = m.to(device).eval()
         return copies
 
     def running(self) -> int:
@@ -343,27 +383,32 @@ class MergedServer(_Server):
     def _pool_adapter(self, req: Request) -> None:
         return None
 
+    def _copy_may_prefill(self, a: str) -> bool:
+        return not len(self.batches[a]) or self.decodes_since_prefill[a] >= self.max_wait
+
     def admit(self, waiting: deque) -> list[Request]:
-        return self._admit(waiting) if self._may_prefill() else []
+        ready = {a for a in self.copies if self._copy_may_prefill(a)}
+        return self._admit_where(waiting, lambda r: r.adapter in ready)
 
     def step(self, new: list[Request], out: list[Row]) -> None:
-        """Prefills of the new requests (one per copy), or one decode step of every copy's batch."""
-        if not new:
-            self.decodes_since_prefill += 1
+        """Every copy: a prefill of its new requests (they join its batch), or one decode step."""
         groups: dict[str, list[Row]] = {}
         for r in new:
             groups.setdefault(r.adapter, []).append(Row(r))
-        for a, rows in groups.items():
-            nb = self.clock.timed(lambda: KVBatch.prefill(self.copies[a], rows))
-            for r in rows:
-                r.first_token = self.clock.t
-            self.batches[a].join(nb)
-            self._finish(self.batches[a].retire(), out)
-            self.decodes_since_prefill = 0
         for a, b in self.batches.items():
-            if len(b) and not new:
-                self.clock.timed(lambda: b.decode(self.copies[a]))
-                self._finish(b.retire(), out)
+            if a in groups:
+                nb = KVBatch.prefill(self.copies[a], groups[a])
+                now = self.clock.now()
+                for r in groups[a]:
+                    r.first_token = now
+                b.join(nb)
+                self.decodes_since_prefill[a] = 0
+            elif len(b):
+                b.decode(self.copies[a])
+                self.decodes_since_prefill[a] += 1
+            else:
+                continue
+            self._finish(b.retire(), out)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -380,14 +425,18 @@ def serve(server, requests: list[Request], progress=None) -> list[Row]:
         if not waiting and not server.running():
             clock.t = pending[0].arrival  # idle until the next arrival
             continue
-        new = server.admit(waiting)
-        if not new and not server.running():
-            r = waiting[0]
-            raise paging.PoolFull(
-                f"serve: request {r.rid} ({r.prompt_len}+{r.output_len} tokens, {r.adapter}) can never fit the memory budget"
-            )
+
+        def iteration():  # the whole body is timed: admission, forwards, join/retire, bookkeeping
+            new = server.admit(waiting)
+            if not new and not server.running():
+                r = waiting[0]
+                raise paging.PoolFull(
+                    f"serve: request {r.rid} ({r.prompt_len}+{r.output_len} tokens, {r.adapter}) can never fit the memory budget"
+                )
+            server.step(new, out)
+
         before = len(out)
-        server.step(new, out)
+        clock.timed(iteration)
         if bar is not None:
             bar.update(len(out) - before)
     if bar is not None:
@@ -424,15 +473,19 @@ def merged_capacity(device_bytes: float, one_model_bytes: int) -> int:
 
 
 def run_one(server_name: str, base, spec, store, requests: list[Request], targets: list[str], lora_alpha: float,
-            max_batch: int, device_bytes: float, max_wait: int = 0, progress=None) -> tuple[str, list[Row] | None, dict]:  # fmt: skip
-    """Build ``server_name`` for this store, serve the trace. (status "ok" / "OOM", rows, info)."""
+            max_batch: int, device_bytes: float, max_wait: int = 0, progress=None, device=None) -> tuple[str, list[Row] | None, dict]:  # fmt: skip
+    """Build ``server_name`` for this store on ``device``, serve the trace. (status "ok" / "OOM", rows, info).
+
+    ``base`` should stay on the CPU (host memory): each server gets its own copy moved to ``device``
+    (default: the base's) and freed afterwards, so the device holds one server's weights at a time."""
+    device = next(base.parameters()).device if device is None else torch.device(device)
     weights = model_bytes(base)
     dim, bpv = spec.d_model, next(base.parameters()).element_size()
     kv_per_token = paging.kv_pages_per_token(spec.n_layers)
     longest = max(r.prompt_len + r.output_len for r in requests) * kv_per_token
 
-    def fresh():  # a copy of the base model for a server that wraps it in place
-        return copy.deepcopy(base)
+    def fresh():  # a copy of the base model on the device, for a server that wraps it in place
+        return copy.deepcopy(base).to(device)
 
     def kv_only(pages):
         return paging.UnifiedMemory(paging.PagePool(max(pages, 1), dim, materialize=False), adapter_sizes={},
@@ -454,7 +507,7 @@ def run_one(server_name: str, base, spec, store, requests: list[Request], target
         info = {"pool_pages": pages, "capacity": merged_capacity(device_bytes, weights)}
         if copies > info["capacity"] or pages < longest:
             return "OOM", None, info
-        server = MergedServer(MergedServer.build(base, store, store.names), kv_only(pages), max_batch, max_wait)
+        server = MergedServer(MergedServer.build(base, store, store.names, device), kv_only(pages), max_batch, max_wait)
     else:
         raise ValueError(f"servers: unknown server {server_name!r}; one of slora, peft, merged")
     with torch.inference_mode():

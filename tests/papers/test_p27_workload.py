@@ -69,3 +69,26 @@ def test_bad_values_fail_naming_the_key():
         config.Params(**(p | {"model": p["model"] | {"attention": "gqa", "n_kv_heads": 2}}))
     with pytest.raises(ValueError, match="lora_ranks: each in"):
         config.Params(**(p | {"lora_ranks": [512]}))
+    with pytest.raises(ValueError, match=r"req_rates\.1\s+Input should be greater than 0"):
+        config.Params(**(p | {"req_rates": [10.0, -1.0]}))
+
+
+def test_the_store_of_n_is_the_first_n_adapters_of_the_largest_store():
+    import torch
+
+    from shared import zoo
+
+    spec = zoo.ModelSpec(attention="mha", vocab_size=64, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_seq_len=32)
+    base = zoo.build(spec, seed=0).to(torch.bfloat16)
+    targets = ["q_proj", "v_proj"]
+    big = workload.make_store(base, 7, [4, 2, 1], targets, 8.0, seed=3)
+    sub = workload.first_adapters(big, 3)
+    assert sub.names == big.names[:3] == ["lora_0", "lora_1", "lora_2"]
+    small = workload.make_store(base, 3, [4, 2, 1], targets, 8.0, seed=3)  # the same seed: the same adapters
+    for name in sub.names:
+        for module, w in sub[name].items():
+            assert w.A.dtype == torch.bfloat16  # adapters in the model's dtype
+            assert w.A.data_ptr() == big[name][module].A.data_ptr()  # shared, not copied
+            assert torch.equal(w.A, small[name][module].A) and torch.equal(w.B, small[name][module].B)
+    with pytest.raises(ValueError, match=r"n_adapters: need 1 <= n <= 7"):
+        workload.first_adapters(big, 8)

@@ -28,7 +28,9 @@ from shared import zoo
 
 torch.set_num_threads(p.num_threads)
 dtype = getattr(torch, p.dtype)
-base = zoo.build(p.model, seed=run.seed).to(run.device, dtype).eval()
+# the base stays in host memory: run_one moves one server's weights to the device at a time
+# (a merged server's N copies are merged on the host and moved one by one)
+base = zoo.build(p.model, seed=run.seed).to(dtype).eval()
 one_model = serving.model_bytes(base)
 device_bytes = p.device_memory_models * one_model
 
@@ -37,29 +39,33 @@ def trace(n, rate, n_requests):
                           p.model.vocab_size, seed=run.seed, popularity=p.popularity)  # fmt: skip
 
 
-def make_store(n):
-    return workload.make_store(base, n, p.lora_ranks, p.lora_targets, p.lora_alpha, seed=run.seed, init_std=p.lora_init_std,
-                               device_capacity=p.max_batch)  # fmt: skip
+# ONE store of the largest N, in the model's dtype; a run with N adapters serves its first N (the
+# same tensors, no copies: host memory holds the largest store once). A fresh view per run, so
+# the adapters a run cached on the device are freed with it.
+all_adapters = workload.make_store(base, max(p.n_adapters), p.lora_ranks, p.lora_targets, p.lora_alpha, seed=run.seed,
+                                   init_std=p.lora_init_std, device_capacity=p.max_batch)  # fmt: skip
+
+
+def store(n):
+    return workload.first_adapters(all_adapters, n)
 
 
 # warm-up, untimed: every server once on a short trace (first calls pay one-off costs: imports,
 # allocator growth, kernel selection) so the first timed N is not charged for them
-warm_store = make_store(p.n_adapters[0])
 for name in p.servers:
-    serving.run_one(name, base, p.model, warm_store, trace(p.n_adapters[0], p.req_rates[0], 8), p.lora_targets,
-                    p.lora_alpha, p.max_batch, device_bytes, p.max_wait_tokens)  # fmt: skip
+    serving.run_one(name, base, p.model, store(p.n_adapters[0]), trace(p.n_adapters[0], p.req_rates[0], 8), p.lora_targets,
+                    p.lora_alpha, p.max_batch, device_bytes, p.max_wait_tokens, device=run.device)  # fmt: skip
 
 # every (N, rate, server) once per round, `repeats` rounds (interleaved, so that load from other
 # processes falls on all of them alike); per configuration the round with the best throughput is
 # kept (interference only ever slows a run down)
-stores = {n: make_store(n) for n in p.n_adapters}
 configs = [(n, rate, name) for n in p.n_adapters for rate in p.req_rates for name in p.servers]
 best: dict = {}
 for _, (n, rate, name) in run.progress([(k, c) for k in range(p.repeats) for c in configs], desc="runs"):
     if best.get((n, rate, name), {}).get("status") == "OOM":
         continue
-    status, rows, info = serving.run_one(name, base, p.model, stores[n], trace(n, rate, p.n_requests), p.lora_targets,
-                                         p.lora_alpha, p.max_batch, device_bytes, p.max_wait_tokens)  # fmt: skip
+    status, rows, info = serving.run_one(name, base, p.model, store(n), trace(n, rate, p.n_requests), p.lora_targets,
+                                         p.lora_alpha, p.max_batch, device_bytes, p.max_wait_tokens, device=run.device)  # fmt: skip
     rec = {"server": name, "n_adapters": n, "req_rate": rate, "status": status} | info
     if rows is not None:
         rec |= serving.summary(rows, p.slo_s) | {"distinct_adapters": len({r.req.adapter for r in rows})}
