@@ -39,13 +39,10 @@ import torch
 
 from shared import metrics, zoo
 from shared.timing import pinned_threads, synchronize
+from shared.progress import silent
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 KV_PROBE_TOKENS = 16  # tokens of the forward pass whose cache is measured
-
-
-def _identity(iterable, desc: str = "", total: int | None = None):
-    return iterable
 
 
 # ------------------------------------------------------------------------------ models
@@ -130,7 +127,7 @@ def static_table(
     """One row per model: sizes, KV cache (paper layout and measured), validation loss and
     perplexity, analytic FLOPs per token at ``context_len``."""
     rows = []
-    for name, folder in (progress or _identity)(list(folders.items()), desc="architectures", total=len(folders)):
+    for name, folder in (progress or silent)(list(folders.items()), desc="architectures", total=len(folders)):
         model, spec = zoo.load(folder, device=device, dtype=DTYPES[dtype])
         counts = zoo.param_counts(spec)
         kv_values = measured_kv_values_per_token(model)
@@ -194,7 +191,7 @@ def latency_table(
         peak, peak_source = metrics.device_peak_flops(device, DTYPES[dtype])  # at the thread count timed
         for context in contexts:
             states = {}
-            for name, (model, spec) in (progress or _identity)(list(models.items()), desc=f"prefill {context}", total=len(models)):
+            for name, (model, spec) in (progress or silent)(list(models.items()), desc=f"prefill {context}", total=len(models)):
                 generator = torch.Generator().manual_seed(seed + context)
                 ids = torch.randint(0, spec.vocab_size, (1, context), generator=generator).to(device)
                 with metrics.MemorySampler(device, interval_s) as memory:

@@ -32,14 +32,11 @@ import pandas as pd
 import torch
 
 from shared import corpus, metrics, trainer, zoo
+from shared.progress import silent
 
 TEXT_TEMPLATE = '"""{summary}"""\n{code}\n'
 EOT = "<|endoftext|>"
 METHOD_FLAGS = {"lora": {}, "rslora": {"use_rslora": True}, "dora": {"use_dora": True}}
-
-
-def _identity(iterable, desc: str = "", total: int | None = None):
-    return iterable
 
 
 # --------------------------------------------------------------------------------- data
@@ -157,12 +154,12 @@ def peft_table(
              "eval_loss": trainer.evaluate(model, val, device), "trainable_params": 0}  # fmt: skip
         )
         del model
-    for name, method, rank in (progress or _identity)(runs, desc="peft runs", total=len(runs)):
+    for name, method, rank in (progress or silent)(runs, desc="peft runs", total=len(runs)):
         base, spec = zoo.load(folders[name], device=device)
         model = with_adapters(base, method, rank, alpha_per_rank, target_modules, seed=seed)
         with metrics.MemorySampler(device, interval_s) as memory:
             result = trainer.train(model, train_batches.__getitem__, train_cfg, device=device, val_batches=val, seed=seed,
-                                   progress=_identity)  # fmt: skip
+                                   progress=silent)  # fmt: skip
         step_s = result.train_seconds / train_cfg.steps
         rows.append(
             {

@@ -36,15 +36,12 @@ import pandas as pd
 import torch
 
 from shared import metrics, zoo
+from shared.progress import silent
 
 FORMATS = ("float32", "bfloat16", "float16", "int8", "nf4", "fp4")
 CAST = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 REFERENCE = "bfloat16"  # every ratio and MCR is against bf16, as the paper's
 BITS = {"float32": 32, "bfloat16": 16, "float16": 16, "int8": 8, "nf4": 4, "fp4": 4}
-
-
-def _identity(iterable, desc: str = "", total: int | None = None):
-    return iterable
 
 
 def bnb_config(fmt: str):
@@ -158,7 +155,7 @@ def tinylm_table(
 
     grid = [(name, fmt) for name in folders for fmt in formats]
     models, rows = {}, []
-    for name, fmt in (progress or _identity)(grid, desc="quantize", total=len(grid)):
+    for name, fmt in (progress or silent)(grid, desc="quantize", total=len(grid)):
         model, spec = load_causal_lm(folders[name], fmt, device)
         row = {
             "model": name,
@@ -273,7 +270,7 @@ def minilm_table(
 
     texts = list(pairs["summary"]) + list(pairs["code"])
     rows, reference = [], None
-    for fmt in (progress or _identity)(list(formats), desc="minilm", total=len(formats)):
+    for fmt in (progress or silent)(list(formats), desc="minilm", total=len(formats)):
         model, tokenizer = load_minilm(fmt, device)
         fallback = unpackable_to_fallback(model) if fmt in ("nf4", "fp4") else 0
         size, lin = metrics.tensor_bytes(model), linear_bytes(model)

@@ -50,6 +50,7 @@ import torch
 
 from paper16.methods import ADALORA_FRACTIONS, REGISTRY, check_name
 from shared import metrics, timing
+from shared.progress import silent
 
 HEAD = "classifier"  # BertForSequenceClassification's head; peft trains a copy under the same name
 TASK_TYPE = "SEQ_CLS"
@@ -58,10 +59,6 @@ MERGE_CHECK_ATOL = 1e-4  # |logits merged - unmerged| above this gets a note (4-
 # the head stays in full precision (it is trained), as do embeddings and LayerNorms
 # (bitsandbytes quantizes nn.Linear layers only).
 QLORA_QUANT = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, llm_int8_skip_modules=[HEAD])
-
-
-def _identity(iterable, desc: str = "", total: int | None = None):
-    return iterable
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -306,7 +303,7 @@ def latency_vs_base(model, base, batch: Batch, *, repeats: int, warmup: int, dev
 
 
 def train(model, optimizer, batches: Sequence[Batch], *, schedule, grad_clip: float, device: str, dtype: str,
-          adalora: bool = False, progress=_identity, desc: str = "") -> dict:  # fmt: skip
+          adalora: bool = False, progress=silent, desc: str = "") -> dict:  # fmt: skip
     """The training loop: loss, backward, clip, step (AdaLoRA reallocates its ranks after each
     step), with the wall-clock time of every step and the optimizer state after the first."""
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -350,7 +347,7 @@ class Settings:
 
 def run_method(name: str, lr: float, options: dict, base, train_set: Sequence[Batch], test_set: Sequence[Batch],
                latency_batch: Batch, settings: Settings, *, base_params: int, device: str, seed: int,
-               progress=_identity) -> dict:  # fmt: skip
+               progress=silent) -> dict:  # fmt: skip
     """Build, train, evaluate and time one method; one row of the results table."""
     method = check_name(name)
     row = {"method": name, "label": method.label, "group": method.group, "lr": lr, "status": "ok", "note": ""}
@@ -424,7 +421,7 @@ def run_method(name: str, lr: float, options: dict, base, train_set: Sequence[Ba
 
 
 def run_benchmark(p, base, tokenizer, train_df: pd.DataFrame, test_df: pd.DataFrame, *, device: str, seed: int,
-                  progress=_identity) -> pd.DataFrame:  # fmt: skip
+                  progress=silent) -> pd.DataFrame:  # fmt: skip
     """Every method of ``p.run`` in order (``p``: the paper's Params); one row per method."""
     check_options({name: p.methods[name] for name in p.run})
     pad = tokenizer.pad_token_id
