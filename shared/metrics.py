@@ -731,7 +731,7 @@ def _cache_length(past) -> int:
     return int(past[0][0].shape[-2])  # legacy tuple of (key, value) per layer
 
 
-def _cache_interface(model) -> tuple[str, dict]:
+def cache_interface(model) -> tuple[str, dict]:
     """The KV-cache argument's name (transformers >= 5.x: ``cache``; before: ``past_key_values``,
     also the name of the output field) and extra keywords for a greedy step."""
     import inspect
@@ -746,7 +746,7 @@ def _generate_once(model, ids: torch.Tensor, new_tokens: int, dev: torch.device)
     """Prefill ``ids`` then greedy-decode ``new_tokens - 1`` more tokens with the KV cache,
     one model call per token (no generate(): no logits processors, stopping criteria or
     streaming overhead). Returns (prefill_s, decode_s_per_token, cache_length)."""
-    name, kwargs = _cache_interface(model)
+    name, kwargs = cache_interface(model)
     synchronize(dev)
     t0 = time.perf_counter()
     out = model(input_ids=ids, use_cache=True, **kwargs)
