@@ -346,6 +346,7 @@ class Result:
     first_token_s: np.ndarray  # absolute times
     finish_s: np.ndarray
     preemptions: np.ndarray  # per request
+    admitted_s: np.ndarray | None = None  # when the first admission's iteration started (queueing = this - arrival)
     steps: dict = field(default_factory=dict)  # per iteration (record_steps=True): t, dt, prefill, decode, kv
 
     @property
@@ -356,6 +357,11 @@ class Result:
     def tpot(self) -> np.ndarray:
         n = np.maximum(self.trace.output - 1, 1)
         return (self.finish_s - self.first_token_s) / n
+
+    @property
+    def queueing(self) -> np.ndarray:
+        """Seconds from arrival to the start of the iteration that first admitted the request."""
+        return self.admitted_s - self.trace.arrival_s
 
     @property
     def e2e(self) -> np.ndarray:
@@ -389,6 +395,7 @@ class _Engine:
         self.output = np.minimum(trace.output, cfg.max_new_tokens)
         n = len(trace)
         self.first = np.full(n, np.nan)
+        self.admitted = np.full(n, np.nan)
         self.finish = np.full(n, np.nan)
         self.preempted = np.zeros(n, dtype=np.int64)
         self.generated = np.zeros(n, dtype=np.int64)  # survives preemption (recompute re-prefills it)
@@ -471,6 +478,7 @@ class _Engine:
         # the prefill yields a token; the first one of a request is its first token
         fresh = new_ids[self.generated[new_ids] == 0]
         self.first[fresh] = self.t
+        self.admitted[fresh] = self.t - dt
         self.generated[new_ids] += 1
         self.generated[decoding] += 1
         self.run_ids = np.concatenate([self.run_ids, new_ids])
@@ -520,7 +528,7 @@ class _Engine:
     def result(self) -> Result:
         steps = {k: np.asarray(v) for k, v in self.log.items()} if self.log is not None else {}
         trace = replace(self.trace, output=self.output)
-        return Result(trace, self.first, self.finish, self.preempted, steps)
+        return Result(trace, self.first, self.finish, self.preempted, self.admitted, steps)
 
 
 def simulate(trace: Trace, step: StepModel, engine: EngineConfig, policy: Admission,
@@ -592,54 +600,62 @@ def simulate_cluster(trace: Trace, instances: list[tuple[StepModel, EngineConfig
         mine = np.flatnonzero(owner == k)
         r = e.result()
         results.append(Result(Trace(trace.arrival_s[mine], trace.prompt[mine], r.trace.output[mine], trace.name),
-                              r.first_token_s[mine], r.finish_s[mine], r.preemptions[mine]))
+                              r.first_token_s[mine], r.finish_s[mine], r.preemptions[mine], r.admitted_s[mine]))
     return results
 
 
 # ---------------------------------------------------------------- calibration on a real model
-def measure_step_times(model, prefill_lengths, decode_points, repeats: int = 5, device: str = "cpu"):
+def measure_step_times(model, prefill_lengths, decode_points, repeats: int = 5, device: str = "cpu",
+                       clock: str = "wall"):
     """Real step times of a transformers causal LM: prefill of one prompt of each length T, and one
-    decode step of B sequences over a cache of ``ctx`` tokens each, for each (B, ctx). Median of
-    ``repeats``. Returns rows (prefill_tokens, prefill_pairs, decode_seqs, decode_context, seconds)."""
+    decode step of B sequences over a cache of ``ctx`` tokens each, for each (B, ctx). Every shape
+    runs once per round, ``repeats`` rounds after a warm-up round (interleaved, so a slow phase of
+    the machine hits all shapes alike), and each keeps its fastest sample (other processes only
+    ever add time). ``clock="thread_cpu"`` times the calling thread's CPU time instead of the wall
+    clock: with one torch thread on a CPU that is the step's own time on a busy machine too.
+    Returns rows (prefill_tokens, prefill_pairs, decode_seqs, decode_context, seconds)."""
     import time
 
     import torch
 
+    from shared.metrics import cache_interface
+    from shared.timing import synchronize
+
+    if clock not in ("wall", "thread_cpu") or (clock == "thread_cpu" and not str(device).startswith("cpu")):
+        raise ValueError(f"measure_step_times clock={clock!r} is not allowed on {device}; allowed: wall, "
+                         "thread_cpu (cpu only)")
+    now = time.perf_counter if clock == "wall" else time.thread_time
     vocab = model.config.vocab_size
     gen = torch.Generator().manual_seed(0)
-    rows = []
-
-    def timed(fn):
-        samples = []
-        for _ in range(repeats + 1):
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            fn()
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            samples.append(time.perf_counter() - start)
-        return float(np.median(samples[1:]))  # the first call warms up
-
-    from shared.metrics import cache_interface
-
     name, kwargs = cache_interface(model)  # "cache" or "past_key_values", by transformers version
+    shapes, calls = [], []
     model.eval()
     with torch.inference_mode():
         for t in prefill_lengths:
             ids = torch.randint(0, vocab, (1, t), generator=gen).to(device)
-            rows.append((t, t * (t + 1) // 2, 0, 0, timed(lambda: model(input_ids=ids, use_cache=True, **kwargs))))
+            shapes.append((t, t * (t + 1) // 2, 0, 0))
+            calls.append(lambda ids=ids: model(input_ids=ids, use_cache=True, **kwargs))
         for b, ctx in decode_points:
             ids = torch.randint(0, vocab, (b, ctx), generator=gen).to(device)
             cache = getattr(model(input_ids=ids, use_cache=True), name)
             step_ids = torch.randint(0, vocab, (b, 1), generator=gen).to(device)
 
-            def decode_once():
+            def decode_once(cache=cache, step_ids=step_ids):
                 model(input_ids=step_ids, use_cache=True, **{name: cache}, **kwargs)
-                cache.crop(-1)  # drop the token just added: every repeat decodes over ctx cached tokens
+                cache.crop(-1)  # drop the token just added: every round decodes over ctx cached tokens
 
-            rows.append((0, 0, b, b * ctx, timed(decode_once)))
-    return np.asarray(rows, dtype=np.float64)
+            shapes.append((0, 0, b, b * ctx))
+            calls.append(decode_once)
+        best = np.full(len(calls), np.inf)
+        for round_ in range(repeats + 1):
+            for i, call in enumerate(calls):
+                synchronize(device)
+                start = now()
+                call()
+                synchronize(device)
+                if round_:  # round 0 warms up
+                    best[i] = min(best[i], now() - start)
+    return np.column_stack([np.asarray(shapes, dtype=np.float64), best])
 
 
 def fit_step_model(shape: ModelShape, device: DeviceSpec, rows: np.ndarray, combine: str = "sum") -> StepModel:
