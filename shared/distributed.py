@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
+import pickle
 import socket
 import sys
 import time
@@ -149,7 +150,9 @@ def _child(rank, world_size, port, backend, threads, fn_ref, args, kwargs, queue
             result = fn(*args, **kwargs)
         finally:
             dist.destroy_process_group()
-        queue.put((rank, True, result))
+        # plain pickle bytes: torch's multiprocessing reducers would send tensors as shared-memory
+        # handles that die with this process before the parent reads them
+        queue.put((rank, True, pickle.dumps(result)))
     except BaseException as exc:  # report every failure to the parent, with its traceback
         queue.put((rank, False, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
 
@@ -196,7 +199,7 @@ def spawn(worker: Callable, world_size: int, args: tuple = (), kwargs: dict | No
                     failure = f"ranks {sorted(set(range(world_size)) - set(results))} did not finish in {timeout_s:.0f} s"
                 continue
             if ok:
-                results[rank] = value
+                results[rank] = pickle.loads(value)
             else:
                 failure = f"rank {rank} failed: {value}"
     finally:

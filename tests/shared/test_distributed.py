@@ -20,6 +20,10 @@ def _sum_of_ranks(scale):
     return dist.get_rank(), t.item() * scale, m.item()
 
 
+def _returns_a_tensor():
+    return torch.full((3,), float(dist.get_rank()))
+
+
 def _fails_on_rank_one():
     if dist.get_rank() == 1:
         raise ValueError("boom on purpose")
@@ -43,6 +47,11 @@ def test_spawn_all_reduce_in_rank_order():
     assert [r[0] for r in out] == [0, 1, 2]
     assert all(r[1] == 60.0 for r in out)  # (1 + 2 + 3) * 10
     assert all(r[2] == pytest.approx(1.0) for r in out)  # mean of 0, 1, 2
+
+
+def test_spawn_returns_tensors():
+    out = distributed.spawn(_returns_a_tensor, world_size=2, timeout_s=30)
+    assert [t.tolist() for t in out] == [[0.0] * 3, [1.0] * 3]
 
 
 def test_spawn_failure_names_the_rank_and_the_error():
