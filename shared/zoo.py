@@ -573,6 +573,32 @@ def minilm(kind: str = "base", num_labels: int | None = None, device: str = "cpu
     return model.to(device).eval(), tokenizer
 
 
+def sentence_embed(model, tokenizer, texts, *, max_length: int, batch_size: int, device: str = "cpu",
+                   normalize: bool = True, sort_by_length: bool = False, progress=None, desc: str = "embed"):
+    """Sentence embeddings of an encoder as sentence-transformers' all-MiniLM-L6-v2 makes them: the
+    mean of the last hidden states over real (unpadded) tokens, unit-norm when ``normalize``.
+    float32 [len(texts), d] on the CPU, in the order of ``texts``. ``sort_by_length`` batches texts
+    of similar length together (less padding, same numbers up to float rounding)."""
+    import numpy as np
+    import torch
+
+    order = np.argsort([len(t) for t in texts], kind="stable") if sort_by_length else np.arange(len(texts))
+    starts = range(0, len(texts), batch_size)
+    out = []
+    with torch.inference_mode():
+        for i in (progress(starts, desc=desc) if progress else starts):
+            batch = tokenizer([texts[j] for j in order[i : i + batch_size]], padding=True, truncation=True,
+                              max_length=max_length, return_tensors="pt").to(device)
+            hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state.float()
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out.append((torch.nn.functional.normalize(pooled, dim=-1) if normalize else pooled).cpu())
+    emb = torch.cat(out) if out else torch.zeros(0)
+    result = torch.empty_like(emb)
+    result[torch.as_tensor(order)] = emb  # back to the order of texts
+    return result
+
+
 def from_pretrained(name_or_path: str | Path, device: str = "cpu", dtype: Any = None, **kw):
     """A causal LM by HF hub name (GPU servers, downloads there) or from a local folder.
 
@@ -592,5 +618,5 @@ def from_pretrained(name_or_path: str | Path, device: str = "cpu", dtype: Any = 
 
 __all__ = [
     "ModelSpec", "build", "save", "load", "param_counts", "kv_cache_bytes_per_token",
-    "forward_flops_per_token", "from_pretrained", "minilm", "MINILM", "hf_config", "model_class",
+    "forward_flops_per_token", "from_pretrained", "minilm", "sentence_embed", "MINILM", "hf_config", "model_class",
 ]

@@ -236,18 +236,6 @@ def code_search_pairs(df: pd.DataFrame, n_pairs: int, seed: int) -> pd.DataFrame
 
 
 @torch.inference_mode()
-def embed(model, tokenizer, texts: Sequence[str], *, max_length: int, batch_size: int, device: str) -> torch.Tensor:
-    """Unit-norm sentence embeddings (mean of the last hidden states over real tokens, as
-    sentence-transformers' all-MiniLM-L6-v2 does), float32 [n, d]."""
-    out = []
-    for i in range(0, len(texts), batch_size):
-        batch = tokenizer(list(texts[i : i + batch_size]), padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
-        hidden = model(**batch).last_hidden_state.float()
-        mask = batch["attention_mask"].unsqueeze(-1).float()
-        out.append(torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).cpu())
-    return torch.cat(out)
-
-
 def recall_at_1(queries: torch.Tensor, docs: torch.Tensor) -> float:
     """Share of queries whose most similar document (cosine) is their own (row i <-> row i)."""
     best = (queries @ docs.T).argmax(dim=1)
@@ -276,7 +264,7 @@ def minilm_table(
         size, lin = metrics.tensor_bytes(model), linear_bytes(model)
         with _quiet(), pinned_threads(num_threads if device == "cpu" else None), metrics.Energy(device) as energy:
             start = time.perf_counter()
-            emb = embed(model, tokenizer, texts, max_length=max_length, batch_size=batch_size, device=device)
+            emb = zoo.sentence_embed(model, tokenizer, texts, max_length=max_length, batch_size=batch_size, device=device)
             seconds = time.perf_counter() - start
         queries, docs = emb[: len(pairs)], emb[len(pairs) :]
         reference = emb if reference is None else reference

@@ -248,6 +248,13 @@ def test_minilm_is_the_pretrained_encoder():
     emb = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)  # sentence-transformers' pooling
     sims = emb @ emb.T
     assert sims[0, 1] > sims[0, 2] + 0.2  # pretrained: paraphrases are closer than an unrelated sentence
+    texts = ["a cat sits on the mat", "a kitten rests on a rug", "stock prices fell sharply"]
+    shared_emb = zoo.sentence_embed(model, tokenizer, texts, max_length=32, batch_size=2)
+    torch.testing.assert_close(shared_emb, emb, atol=1e-5, rtol=0)  # the same pooling, in two batches
+    by_length = zoo.sentence_embed(model, tokenizer, texts[::-1] + texts, max_length=32, batch_size=2, sort_by_length=True)
+    torch.testing.assert_close(by_length, torch.cat([emb.flip(0), emb]), atol=1e-5, rtol=0)  # order of texts kept
+    raw = zoo.sentence_embed(model, tokenizer, texts, max_length=32, batch_size=3, normalize=False)
+    assert raw.norm(dim=-1).min() > 1.5  # MiniLM's pooled states are not unit-norm before normalising
     clf, _ = zoo.minilm("sequence-classification", num_labels=3)
     assert type(clf).__name__ == "BertForSequenceClassification"
     with torch.no_grad():
