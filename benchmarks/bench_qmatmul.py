@@ -8,8 +8,11 @@ layer is the sample / copies. Contestants are timed interleaved (shared.timing.b
 
 - ours, each kernel: ``w8a8`` (per-token int8 activations x per-channel int8 weights, int32
   accumulation) by oneDNN's prepacked qlinear and by ``torch._int_mm``; ``a8w4`` (DGQ: int4
-  storage, integer group scales folded into int8) by the int8 GEMM (unpacking every call) and by
-  aten's int4 kernel; weight-only ``w8`` (``_weight_int8pack_mm``, and its large-M kernel: the
+  storage, integer group scales folded into int8) by the compiled kernels of shared/csrc
+  (``vnni``: AVX512-VNNI, the weight streamed once and unpacked in registers; ``amx``: unpacked into
+  AMX tiles, tdpbssd), by the int8 GEMM (unpacking every call, then ``torch._int_mm``) and by
+  aten's int4 kernel (where the compiled kernels cannot run, ``vnni``/``amx`` fall back as
+  ``QLinear.kernel_for`` says; each record names the kernel that ran); weight-only ``w8`` (``_weight_int8pack_mm``, and its large-M kernel: the
   codes in a bf16 GEMM) and ``w4`` g128 asymmetric (``_weight_int4pack_mm_for_cpu``), all with
   bf16 activations; FP32 in, FP32 out;
 - peers: FP32 ``F.linear``; bf16 ``F.linear`` (bf16 weights, x cast to bf16); bitsandbytes
@@ -31,6 +34,9 @@ benchmarks/figures/qmatmul_roofline.png.
 
 Cost: on a box with a 480 MiB L3 each contestant holds ~600 MiB (33 int8 / 65 int4 copies), ~8 GB
 in all; the 1-thread, 3-repeat run above took 7 min (the GEMV kernels at M = 512 dominate).
+A reduced run of the A8W4 kernels against bf16 only (``only=``):
+
+    python -c "from benchmarks import bench_qmatmul as b; b.run(ms=(1, 8, 64, 512), repeats=3, only=('a8w4 vnni', 'a8w4 amx', 'a8w4 int8 GEMM', 'a8w4 int4pack'), peers=('bf16 F.linear',))"
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ FIGURE = Path(__file__).resolve().parent / "figures" / "qmatmul_roofline"
 OURS = {  # name: (scheme, kernel, floor)
     "w8a8 onednn": ("w8a8", "onednn", "int8"),
     "w8a8 int_mm": ("w8a8", "int_mm", "int8"),
+    "a8w4 vnni": ("a8w4", "vnni", "int4"),
+    "a8w4 amx": ("a8w4", "amx", "int4"),
     "a8w4 int8 GEMM": ("a8w4", "int8", "int4"),
     "a8w4 int4pack": ("a8w4", "int4pack", "int4"),
     "w8 int8pack": ("w8", "int8pack", "int8"),
@@ -101,33 +109,42 @@ def _floor_format(name: str) -> str:
 
 
 def _contestants(weight: torch.Tensor, copies: dict[str, int]) -> dict:
-    """name -> (list of ``copies[name]`` distinct layers, forward(layer, x) -> FP32)."""
-    import bitsandbytes as bnb
-
+    """name -> (list of ``copies[name]`` distinct layers, forward(layer, x) -> FP32), for the names in ``copies``."""
     linear = torch.nn.Linear(K, N, bias=False)
     linear.weight.data.copy_(weight)
     out = {}
     for name, (scheme, kernel, _) in OURS.items():
-        q = qmatmul.QLinear.from_linear(linear, scheme=scheme, group=GROUP, kernel=kernel)
-        out[name] = ([copy.deepcopy(q) for _ in range(copies[name])], lambda layer, x: layer(x))
-    out["fp32 F.linear"] = ([weight.clone() for _ in range(copies["fp32 F.linear"])], lambda w, x: F.linear(x, w))
-    wb = weight.to(torch.bfloat16)
-    out["bf16 F.linear"] = ([wb.clone() for _ in range(copies["bf16 F.linear"])],
-                            lambda w, x: F.linear(x.to(torch.bfloat16), w).float())  # fmt: skip
-    nf4 = bnb.nn.Linear4bit(K, N, bias=False, compute_dtype=torch.bfloat16, quant_type="nf4")
-    nf4.weight = bnb.nn.Params4bit(weight.clone(), requires_grad=False, quant_type="nf4")
-    nf4 = nf4.to("cpu").eval()
-    out["bnb NF4 (bf16 compute)"] = ([copy.deepcopy(nf4) for _ in range(copies["bnb NF4 (bf16 compute)"])],
-                                     lambda m, x: m(x.to(torch.bfloat16)).float())  # fmt: skip
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated: it is the peer, not ours
-        qd = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(linear), {torch.nn.Linear}, dtype=torch.qint8)
-        out["quantize_dynamic int8"] = ([copy.deepcopy(qd) for _ in range(copies["quantize_dynamic int8"])],
-                                        lambda m, x: m(x))  # fmt: skip
+        if name in copies:
+            q = qmatmul.QLinear.from_linear(linear, scheme=scheme, group=GROUP, kernel=kernel)
+            out[name] = ([copy.deepcopy(q) for _ in range(copies[name])], lambda layer, x: layer(x))
+    if "fp32 F.linear" in copies:
+        out["fp32 F.linear"] = ([weight.clone() for _ in range(copies["fp32 F.linear"])], lambda w, x: F.linear(x, w))
+    if "bf16 F.linear" in copies:
+        wb = weight.to(torch.bfloat16)
+        out["bf16 F.linear"] = ([wb.clone() for _ in range(copies["bf16 F.linear"])],
+                                lambda w, x: F.linear(x.to(torch.bfloat16), w).float())  # fmt: skip
+    if "bnb NF4 (bf16 compute)" in copies:
+        out.update(_bnb_nf4(weight, copies["bnb NF4 (bf16 compute)"]))
+    if "quantize_dynamic int8" in copies:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated: it is the peer, not ours
+            qd = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(linear), {torch.nn.Linear}, dtype=torch.qint8)
+            out["quantize_dynamic int8"] = ([copy.deepcopy(qd) for _ in range(copies["quantize_dynamic int8"])],
+                                            lambda m, x: m(x))  # fmt: skip
     return out
 
 
-def _time(contestants: dict, ms, repeats: int, threads: int, progress=None) -> tuple[dict, dict]:
+def _bnb_nf4(weight: torch.Tensor, copies: int) -> dict:
+    import bitsandbytes as bnb
+
+    nf4 = bnb.nn.Linear4bit(K, N, bias=False, compute_dtype=torch.bfloat16, quant_type="nf4")
+    nf4.weight = bnb.nn.Params4bit(weight.clone(), requires_grad=False, quant_type="nf4")
+    nf4 = nf4.to("cpu").eval()
+    return {"bnb NF4 (bf16 compute)": ([copy.deepcopy(nf4) for _ in range(copies)],
+                                       lambda m, x: m(x.to(torch.bfloat16)).float())}  # fmt: skip
+
+
+def _time(contestants: dict, weight: torch.Tensor, ms, repeats: int, threads: int, progress=None) -> tuple[dict, dict]:
     """({(name, m): seconds per layer}, {(name, m): relative error vs FP32 on the same x})."""
     times, errors = {}, {}
     gen = torch.Generator().manual_seed(0)
@@ -135,7 +152,7 @@ def _time(contestants: dict, ms, repeats: int, threads: int, progress=None) -> t
         x = torch.randn(m, K, generator=gen)
         fns = {}
         with torch.inference_mode(), pinned_threads(threads):
-            exact = F.linear(x, contestants["fp32 F.linear"][0][0])
+            exact = F.linear(x, weight)
             for name, (layers, fwd) in contestants.items():
                 y = fwd(layers[0], x)
                 errors[name, m] = ((y.float() - exact).norm() / exact.norm()).item()
@@ -148,22 +165,29 @@ def _time(contestants: dict, ms, repeats: int, threads: int, progress=None) -> t
 
 
 def run(ms=MS, repeats: int = REPEATS, threads: int = THREADS, cold_factor: float = COLD_FACTOR,
-        measure_bw: bool = True) -> list[dict]:
+        measure_bw: bool = True, only=None, peers=PEERS) -> list[dict]:
+    """``only``: a subset of :data:`OURS` (default all); ``peers``: a subset of :data:`PEERS`."""
+    for arg, given, allowed in (("only", only or (), OURS), ("peers", peers, PEERS)):
+        if not given and arg == "peers" or any(n not in allowed for n in given):
+            raise ValueError(f"{arg}: must be names from {', '.join(allowed)} (got {given})")
+    ours = {n: OURS[n] for n in (only or OURS)}
     torch.manual_seed(0)
     weight = torch.randn(N, K) * K**-0.5
     cache = last_level_cache()
-    names = list(OURS) + list(PEERS)
+    names = list(ours) + list(peers)
     copies = {n: max(1, math.ceil(cold_factor * cache / _layer_bytes(n))) for n in names}
     bws = bandwidth(threads) if measure_bw else {"copy": ANCHOR_BW, "read": ANCHOR_BW}
     bw = max(bws.values())
-    times, errors = _time(_contestants(weight, copies), ms, repeats, threads)
+    contestants = _contestants(weight, copies)
+    ran = {(n, m): contestants[n][0][0].kernel_for(m) for n in ours for m in ms}  # after a fallback: not the one asked for
+    times, errors = _time(contestants, weight, ms, repeats, threads)
     floors = {f: N * K * b / bw for f, b in BYTES_PER_WEIGHT.items()}
     records, rows = [], []
     for (name, m), t in times.items():
         rows.append(dict(contestant=name, m=m, ms_per_layer=1e3 * t))
-    for name, (scheme, kernel, fmt) in OURS.items():
+    for name, (scheme, kernel, fmt) in ours.items():
         for m in ms:
-            peer_t = {p: times[p, m] for p in PEERS}
+            peer_t = {p: times[p, m] for p in peers}
             best = min(peer_t, key=peer_t.get)
             ours = times[name, m]
             floor = floors[fmt]
@@ -171,17 +195,19 @@ def run(ms=MS, repeats: int = REPEATS, threads: int = THREADS, cold_factor: floa
                 name=f"{N}x{K} linear, M={m}, threads={threads}, cold: ours {name} ({fmt}) vs best peer {best}; "
                      f"{100 * floor / ours:.0f}% of the {fmt} floor; rel. err {errors[name, m]:.3f}",
                 ours=ours, peer=best, peer_value=peer_t[best], unit="s", lower_is_better=True,
-                scheme=scheme, kernel=kernel, m=m, threads=threads, copies=copies[name],
+                scheme=scheme, kernel=kernel, kernel_ran=ran[name, m], m=m, threads=threads, copies=copies[name],
                 floor_s=floor, floor_format=fmt, floor_fraction=floor / ours, bandwidth_Bps=bw, copy_Bps=bws["copy"], read_Bps=bws["read"],
-                speedup_vs_fp32=times["fp32 F.linear", m] / ours, faster_than_bf16=ours < times["bf16 F.linear", m],
+                speedup_vs_fp32=times["fp32 F.linear", m] / ours if "fp32 F.linear" in peers else None,
+                faster_than_bf16=ours < times["bf16 F.linear", m] if "bf16 F.linear" in peers else None,
                 rel_err_vs_fp32=errors[name, m], peers_s=peer_t,
-                peer_rel_err={p: errors[p, m] for p in PEERS},
+                peer_rel_err={p: errors[p, m] for p in peers},
             ))  # fmt: skip
-    _plot(rows, floors, ms, threads, bw)
+    if only is None and tuple(peers) == PEERS:  # a reduced run leaves the full run's figure alone
+        _plot(rows, floors, ms, threads, bw, list(ours) + list(peers))
     return records
 
 
-def _plot(rows: list[dict], floors: dict, ms, threads: int, bw: float) -> None:
+def _plot(rows: list[dict], floors: dict, ms, threads: int, bw: float, order: list[str]) -> None:
     import pandas as pd
     import seaborn as sns
     from matplotlib import pyplot as plt
@@ -191,7 +217,6 @@ def _plot(rows: list[dict], floors: dict, ms, threads: int, bw: float) -> None:
     plotting.theme()
     df = pd.DataFrame(rows)
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    order = list(OURS) + list(PEERS)
     dashes = {n: "" if n in OURS else (3, 2) for n in order}
     sns.lineplot(df, x="m", y="ms_per_layer", hue="contestant", hue_order=order, style="contestant",
                  style_order=order, dashes=dashes, markers=True, ax=ax)  # fmt: skip

@@ -55,9 +55,20 @@ def _module_path(name: str) -> Path | None:
     return module if module.exists() else package if package.is_dir() else None
 
 
+def _declared_data(module: Path) -> list[Path]:
+    """Files a shared module reads besides Python (C++ sources it compiles, data it loads),
+    declared as a module-level ``DATA_FILES = ("csrc/x.cpp", "traces", ...)`` relative to shared/."""
+    for node in ast.parse(module.read_text(), filename=str(module)).body:
+        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "DATA_FILES" for t in node.targets)
+                and isinstance(node.value, (ast.Tuple, ast.List))):
+            return [SHARED / elt.value for elt in node.value.elts if isinstance(elt, ast.Constant)]
+    return []
+
+
 def shared_deps(sources: list[Path]) -> list[str]:
     """The shared modules the sources import, followed through shared itself, so that
-    editing shared/complexity.py reruns only the papers that use it."""
+    editing shared/complexity.py reruns only the papers that use it; plus the files each
+    module declares in ``DATA_FILES``."""
     todo = [name for src in sources for name in _shared_imports(src)]
     seen: dict[str, Path] = {}
     while todo:
@@ -67,7 +78,11 @@ def shared_deps(sources: list[Path]) -> list[str]:
         path = seen[name] = _module_path(name)
         files = [path] if path.is_file() else sorted(path.rglob("*.py"))
         todo += [n for f in files for n in _shared_imports(f)]
-    return sorted(_rel(p) for p in [SHARED / "__init__.py", *seen.values()])
+    data = [d for path in seen.values() if path.is_file() for d in _declared_data(path)]
+    missing = [_rel(d) for d in data if not d.exists()]
+    if missing:
+        raise FileNotFoundError(f"DATA_FILES names files that do not exist: {', '.join(missing)}")
+    return sorted({_rel(p) for p in [SHARED / "__init__.py", *seen.values(), *data]})
 
 
 def artifacts_used(sources: list[Path]) -> list[str]:

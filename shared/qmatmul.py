@@ -35,8 +35,33 @@ pays off at large M: a GEMM that unpacks int4 in its inner loop does not exist i
 ``int4pack``: the same codes and scales run by aten's weight-only int4 kernel
 (group scale s_c * s_g rounded to bf16; the activations are quantised per token to int8 as in the
 ``int8`` path and handed over as bf16 values, exact for |code| <= 127 up to the bf16 rounding
-of code * s_x) - the fast path for small M. ``auto``:
-``int4pack`` for M <= :data:`A8W4_INT4PACK_MAX_M` tokens, else ``int8``.
+of code * s_x) - the fast path for small M without the compiled kernels.
+
+Compiled kernels (``shared/csrc/a8w4_vnni.cpp``, one translation unit built by
+``torch.utils.cpp_extension.load`` at the first A8W4 call on the CPU, ~10 s, cached under
+``build/torch_extensions/efflab_qmm``; flags :data:`EXT_CFLAGS`; threads by ``at::parallel_for``;
+ops ``torch.ops.efflab_qmm.*``). They run only where /proc/cpuinfo shows :data:`EXT_CPU_FLAGS`,
+:data:`EXT_ENV` is not "0" and the compile succeeded (:func:`extension_available`); otherwise one
+warning says why and the kernels above run. All are exact in int32 with the ``int8`` path's FP32
+epilogue, so they give the same bits as ``int8`` (tested):
+``vnni``: the GEMV-like kernel: each byte row of the packed weight is read once, its nibbles
+unpacked in registers into w8 + 128 (u8) by one vpshufb per 64 weights from a 16-entry table
+(u - 8) * s_g + 128 of the group, multiplied by the per-token int8 activations with vpdpbusd,
+and 128 * sum(a) subtracted per token; s_x * s_c in the epilogue. Up to 8 tokens share one pass
+over the weight in registers; above, each byte row is unpacked into an L1 buffer first.
+``amx``: a tiled int8 GEMM on AMX (needs :data:`AMX_CPU_FLAGS`, :func:`amx_available`): blocks of 16
+byte rows are unpacked (vpshufb) and transposed into AMX's VNNI B-tile layout in an L2 buffer,
+then multiplied by every pair of 16-token activation tiles with tdpbssd.
+With the compiled kernels, ``int8`` unpacks with one vectorised C++ pass (instead of four torch
+ops), and the per-token activation quantisation and the FP32 epilogue of the ``int_mm`` paths run
+in one C++ pass each (the same ops in the same order: bit-identical, tested).
+``auto``: ``vnni`` for M <= :data:`A8W4_VNNI_MAX_M` tokens, else ``amx``; without AMX ``vnni`` up to
+:data:`A8W4_VNNI_NO_AMX_MAX_M`, else ``int8``; without the compiled kernels ``int4pack`` for
+M <= :data:`A8W4_INT4PACK_MAX_M`, else ``int8``. Thresholds measured on the benchmark's 2-core
+Xeon (AVX512-VNNI, AMX-INT8), 4096 x 4096, cold, 2 threads, interleaved (benchmarks/bench_qmatmul.py):
+vnni beats amx at M = 1 and ties at M = 8; amx wins from M = 16 (2x at 16, 3x at 64 over vnni);
+vnni beats int8 up to M = 32 and ties at 64. Explicit ``vnni`` / ``amx`` where they cannot run
+fall back like ``auto`` without them (:meth:`QLinear.kernel_for` says which runs).
 :func:`a8w4_from_weight` is a plain round-to-nearest choice of the codes/scales (the DGQ paper's
 grid search belongs to the paper's folder and calls :meth:`QLinear.from_a8w4_codes`).
 
@@ -61,6 +86,13 @@ kernels (W8, W4, A8W4 via int4pack) round x, the scales and the output to bf16: 
 
 from __future__ import annotations
 
+import logging
+import os
+import platform
+import time
+import warnings
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -68,10 +100,18 @@ from torch import nn
 from shared import numformats as nf
 
 SCHEMES = ("w8a8", "a8w4", "w8", "w4")
-KERNELS = {"w8a8": ("auto", "onednn", "int_mm"), "a8w4": ("auto", "int8", "int4pack"),
+KERNELS = {"w8a8": ("auto", "onednn", "int_mm"), "a8w4": ("auto", "vnni", "amx", "int8", "int4pack"),
            "w8": ("auto", "int8pack", "bf16"), "w4": ("auto", "int4pack")}  # fmt: skip
 A8W4_SCALE_MAX = 16  # largest integer group scale of a8w4_from_weight: 7 * 16 = 112 fits int8
-A8W4_INT4PACK_MAX_M = 8  # a8w4 "auto": aten's int4 kernel up to this many tokens, the int8 GEMM above
+A8W4_INT4PACK_MAX_M = 8  # a8w4 "auto" without the compiled kernel: aten's int4 kernel up to this many tokens, the int8 GEMM above
+A8W4_VNNI_MAX_M = 8  # a8w4 "auto" with the compiled kernels: "vnni" up to this many tokens, "amx" above (module doc)
+A8W4_VNNI_NO_AMX_MAX_M = 32  # the same without AMX: "vnni" up to this many tokens, "int8" above
+EXT_ENV = "EFFLAB_QMATMUL_EXT"  # "0": never compile or use shared/csrc (the fallback kernels run)
+EXT_SOURCE = Path(__file__).resolve().parent / "csrc" / "a8w4_vnni.cpp"
+DATA_FILES = ("csrc/a8w4_vnni.cpp",)  # read besides Python: pipelines.dvcgen makes it a dependency of the papers using this
+EXT_CFLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni", "-mamx-tile", "-mamx-int8")
+EXT_CPU_FLAGS = ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni")  # /proc/cpuinfo names
+AMX_CPU_FLAGS = ("amx_tile", "amx_int8")  # and the kernel must grant the tile state (arch_prctl)
 W8_INT8PACK_MAX_M = 32  # w8 "auto": aten's int8pack kernel up to this many tokens, the bf16 GEMM above
 INT8_SYM = nf.per_channel(nf.INT8, axis=0)  # one scale per row: weights per output channel, activations per token
 CUDA_INT_MM_MIN_M = 24  # torch._int_mm on CUDA: M > 16 and a multiple of 8
@@ -82,12 +122,76 @@ def has_onednn_qlinear() -> bool:
     return hasattr(torch.ops.onednn, "qlinear_prepack") and hasattr(torch.ops.onednn, "qlinear_pointwise")
 
 
+# ----------------------------------------------------------------------------- the compiled kernel
+_EXT: dict = {}  # "ok": whether torch.ops.efflab_qmm is usable, "why": the reason when not
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _load_extension() -> None:
+    from torch.utils import cpp_extension
+
+    from shared.paths import BUILD
+
+    build = BUILD / "torch_extensions" / "efflab_qmm"
+    build.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    cpp_extension.load(name="efflab_qmm", sources=[str(EXT_SOURCE)], extra_cflags=list(EXT_CFLAGS),
+                       build_directory=str(build), is_python_module=False, verbose=False)  # fmt: skip
+    logging.getLogger(__name__).info("loaded %s (%.1f s; built in %s with %s)", EXT_SOURCE.name,
+                                     time.perf_counter() - start, build, " ".join(EXT_CFLAGS))  # fmt: skip
+
+
+def extension_available(refresh: bool = False) -> bool:
+    """Whether the compiled A8W4 kernels (shared/csrc/a8w4_vnni.cpp, ops ``torch.ops.efflab_qmm``)
+    run here: an x86 CPU with :data:`EXT_CPU_FLAGS`, :data:`EXT_ENV` not "0", and a compile that
+    succeeded (at the first call, ~10 s, cached under build/torch_extensions/). When not, one
+    warning says why and a8w4 runs the fallback kernels. ``refresh``: decide again (tests)."""
+    if refresh:
+        _EXT.clear()
+    if "ok" not in _EXT:
+        missing = [f for f in EXT_CPU_FLAGS if f not in _cpu_flags()]
+        if os.environ.get(EXT_ENV, "1") == "0":
+            why = f"{EXT_ENV}=0"
+        elif platform.machine().lower() not in ("x86_64", "amd64") or missing:
+            why = f"the CPU lacks {', '.join(missing) or 'x86-64'}"
+        else:
+            try:
+                _load_extension()
+                why = None
+            except Exception as e:  # no compiler, headers, ninja ...: the fallback kernels still work
+                why = f"compiling {EXT_SOURCE.name} failed: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}"
+        _EXT.update(ok=why is None, why=why)
+        if why:
+            warnings.warn(f"shared.qmatmul: the compiled A8W4 kernel is off ({why}); a8w4 runs the int4pack / int8 kernels",
+                          RuntimeWarning, stacklevel=2)  # fmt: skip
+    return _EXT["ok"]
+
+
+def amx_available() -> bool:
+    """The compiled kernels are on, the CPU has :data:`AMX_CPU_FLAGS` and Linux grants the AMX tile state."""
+    if "amx" not in _EXT:
+        _EXT["amx"] = (extension_available() and all(f in _cpu_flags() for f in AMX_CPU_FLAGS)
+                       and bool(torch.ops.efflab_qmm.amx_ok()))  # fmt: skip
+    return _EXT["amx"]
+
+
 # ----------------------------------------------------------------------------- activations
 def quantize_tokens(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token symmetric int8: (codes int8 [M, K], scales FP32 [M, 1]) of a 2-D x.
     The same numbers as ``numformats.quantize_blocks(x, per_channel(INT8, axis=0))`` (tested bit
     for bit), in three passes instead of the general quantiser's dozen: it runs at every call."""
     x = x.float()
+    if x.device.type == "cpu" and x.dim() == 2 and extension_available():  # the same ops, one vectorised pass
+        return torch.ops.efflab_qmm.quantize_rows(x.contiguous())
     s = x.abs().amax(-1, keepdim=True) / nf.INT8.qmax
     codes = torch.round(x / torch.where(s == 0, torch.inf, s)).clamp_(nf.INT8.qmin, nf.INT8.qmax)
     return codes.to(torch.int8), s
@@ -241,13 +345,22 @@ class QLinear(nn.Module):
 
     # ------------------------------------------------------------------ kernels
     def kernel_for(self, m: int, device: torch.device | str = "cpu") -> str:
-        """The kernel that runs for ``m`` tokens on ``device``."""
+        """The kernel that runs for ``m`` tokens on ``device`` (a8w4 "vnni" where the compiled
+        kernel is off: what "auto" runs without it)."""
+        cpu = torch.device(device).type == "cpu"
+        if self.kernel == "vnni" and cpu and not extension_available():
+            return "int4pack" if m <= A8W4_INT4PACK_MAX_M else "int8"
+        if self.kernel == "amx" and cpu and not amx_available():
+            return "int8"
         if self.kernel != "auto":
             return self.kernel
-        cpu = torch.device(device).type == "cpu"
         if self.scheme == "w8a8":
             return "onednn" if cpu and has_onednn_qlinear() else "int_mm"
         if self.scheme == "a8w4":
+            if cpu and extension_available():
+                if amx_available():
+                    return "vnni" if m <= A8W4_VNNI_MAX_M else "amx"
+                return "vnni" if m <= A8W4_VNNI_NO_AMX_MAX_M else "int8"
             return "int4pack" if m <= A8W4_INT4PACK_MAX_M else "int8"
         if self.scheme == "w8":
             return "int8pack" if m <= W8_INT8PACK_MAX_M else "bf16"
@@ -277,7 +390,10 @@ class QLinear(nn.Module):
             acc = torch.ops.onednn.qlinear_pointwise(a, 1.0, 0, packed, self.scales, zp, None, 1.0, 0,
                                                      torch.float32, "none", [None], "")  # fmt: skip
             return acc * sx
-        return _int_mm(a, w8.t()).float() * sx * self.scales
+        acc = _int_mm(a, w8.t())
+        if acc.device.type == "cpu" and extension_available():  # acc.float() * sx * scales in one pass
+            return torch.ops.efflab_qmm.scale_int32(acc, sx, self.scales)
+        return acc.float() * sx * self.scales
 
     def _w8a8_onednn(self, x2):
         if x2.device.type != "cpu" or not has_onednn_qlinear():
@@ -293,7 +409,22 @@ class QLinear(nn.Module):
         return w.mul_(self.group_scales[..., None]).view(self.out_features, -1)
 
     def _a8w4_int8(self, x2):
-        return self._int8_gemm(x2, self._int8_weight(_scratch((self.out_features, self.in_features), torch.int8, x2.device)), "int_mm")
+        w8 = _scratch((self.out_features, self.in_features), torch.int8, x2.device)
+        if x2.device.type == "cpu" and extension_available():  # one vectorised pass instead of four
+            torch.ops.efflab_qmm.a8w4_unpack(self.packed, self.group_scales, w8)
+        else:
+            self._int8_weight(w8)
+        return self._int8_gemm(x2, w8, "int_mm")
+
+    def _a8w4_vnni(self, x2):
+        if x2.device.type != "cpu":
+            raise ValueError(f"kernel: 'vnni' is a CPU kernel (x is on {x2.device})")
+        return torch.ops.efflab_qmm.a8w4_gemm(x2.float().contiguous(), self.packed, self.group_scales, self.scales)
+
+    def _a8w4_amx(self, x2):
+        if x2.device.type != "cpu":
+            raise ValueError(f"kernel: 'amx' is a CPU kernel (x is on {x2.device})")
+        return torch.ops.efflab_qmm.a8w4_amx(x2.float().contiguous(), self.packed, self.group_scales, self.scales)
 
     def _a8w4_int4pack(self, x2):
         def build():  # group scale s_c * s_g, zero 0: w = (u - 8) * s

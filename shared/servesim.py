@@ -29,7 +29,7 @@ operations; only admission loops over the candidates it admits. Requests per wal
 
 Admission policies (:class:`Aggressive`, :class:`Conservative`, :class:`PastFuture`,
 :class:`Oracle`) see the batch through :class:`View` and return how many queue heads to admit;
-write your own the same way. Routers for several instances: :func:`simulate_cluster`.
+write your own the same way. Routers for several instances: :func:`simulate_cluster`; your own loop: :class:`Engine`.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from typing import Protocol
 import numpy as np
 
 TRACES = Path(__file__).parent / "traces"  # the Azure LLM inference traces 2023 (CC-BY-4.0), see SOURCE.md
+DATA_FILES = ("traces",)  # read besides Python: pipelines.dvcgen makes them a dependency of the papers using this
 
 
 # ---------------------------------------------------------------- requests
@@ -387,8 +388,12 @@ class Result:
 
 
 # ---------------------------------------------------------------- the simulation
-class _Engine:
-    """One instance's state; :meth:`iterate` runs one iteration from its current time."""
+class Engine:
+    """One instance's state and loop body, public so that papers can drive instances themselves
+    (a row whose power cap couples its servers, a decode pool fed by prefill instances): queue
+    request indices on ``queue`` once they have arrived, set ``t``, then call :meth:`fast_forward`
+    (bulk decode until ``until_t``) or :meth:`iterate` (one iteration) and finally :meth:`result`.
+    :func:`simulate` is exactly that loop for one instance."""
 
     def __init__(self, trace: Trace, step: StepModel, cfg: EngineConfig, policy: Admission, record_steps: bool):
         self.trace, self.step, self.cfg, self.policy = trace, step, cfg, policy
@@ -534,12 +539,12 @@ class _Engine:
 def simulate(trace: Trace, step: StepModel, engine: EngineConfig, policy: Admission,
              record_steps: bool = False, fast: bool = True) -> Result:
     """Serve ``trace`` on one instance; every request finishes (a prompt that can never fit raises).
-    ``fast=False`` runs every iteration one by one (the reference :meth:`_Engine.fast_forward` must equal)."""
+    ``fast=False`` runs every iteration one by one (the reference :meth:`Engine.fast_forward` must equal)."""
     too_long = np.flatnonzero(_blocks(trace.prompt + 1, engine.block_size) > engine.blocks)
     if len(too_long):
         raise ValueError(f"simulate: request {too_long[0]} has a {trace.prompt[too_long[0]]}-token prompt, "
                          f"more than the engine's kv_tokens={engine.kv_tokens}")
-    e = _Engine(trace, step, engine, policy, record_steps)
+    e = Engine(trace, step, engine, policy, record_steps)
     arrivals, n, nxt = trace.arrival_s, len(trace), 0
     while nxt < n or not e.idle:
         if e.idle:
@@ -566,7 +571,7 @@ def simulate_cluster(trace: Trace, instances: list[tuple[StepModel, EngineConfig
     ties to the lowest index). Returns one Result per instance over the requests it served."""
     if router not in ROUTERS:
         raise ValueError(f"simulate_cluster router={router!r} is not allowed; allowed: {', '.join(ROUTERS)}")
-    engines = [_Engine(trace, s, c, p, False) for s, c, p in instances]
+    engines = [Engine(trace, s, c, p, False) for s, c, p in instances]
     owner = np.full(len(trace), -1)
     heap = []  # (time of the engine's next iteration, engine index) for busy engines
     nxt, n = 0, len(trace)

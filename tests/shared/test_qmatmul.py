@@ -9,7 +9,7 @@ from shared import qmatmul
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-TOL = {"onednn": 1e-5, "int_mm": 1e-5, "int8": 1e-5, "int4pack": 2e-2, "int8pack": 2e-2, "bf16": 2e-2}  # of max |y|
+TOL = {"onednn": 1e-5, "int_mm": 1e-5, "int8": 1e-5, "vnni": 1e-5, "amx": 1e-5, "int4pack": 2e-2, "int8pack": 2e-2, "bf16": 2e-2}  # of max |y|
 CASES = [(s, k) for s in qmatmul.SCHEMES for k in qmatmul.KERNELS[s] if k != "auto"]
 
 
@@ -26,6 +26,8 @@ def _linear(k=256, n=96, seed=0):
 def test_kernel_matches_reference(scheme, kernel, m, device):
     if kernel == "onednn" and (device != "cpu" or not qmatmul.has_onednn_qlinear()):
         pytest.skip("oneDNN qlinear is CPU-only")
+    if kernel in ("vnni", "amx") and device != "cpu":
+        pytest.skip("the compiled A8W4 kernels are CPU-only")
     lin = _linear()
     q = qmatmul.QLinear.from_linear(lin, scheme=scheme, group=64, kernel=kernel).to(device)
     x = torch.randn(m, 2, 256, device=device)  # leading dims are flattened into tokens
@@ -44,8 +46,11 @@ def test_kernel_matches_reference(scheme, kernel, m, device):
 
 def test_auto_kernel_is_visible():
     lin = _linear()
-    assert qmatmul.QLinear.from_linear(lin, "a8w4", group=64).kernel_for(1) == "int4pack"
-    assert qmatmul.QLinear.from_linear(lin, "a8w4", group=64).kernel_for(512) == "int8"
+    small = "vnni" if qmatmul.extension_available() else "int4pack"
+    assert qmatmul.QLinear.from_linear(lin, "a8w4", group=64).kernel_for(1) == small
+    large = "amx" if qmatmul.amx_available() else "int8"
+    assert qmatmul.QLinear.from_linear(lin, "a8w4", group=64).kernel_for(512) == large
+    assert qmatmul.QLinear.from_linear(lin, "a8w4", group=64).kernel_for(1, "cuda") == "int4pack"
     assert qmatmul.QLinear.from_linear(lin, "w4", group=64).kernel_for(1) == "int4pack"
     assert qmatmul.QLinear.from_linear(lin, "w8").kernel_for(1) == "int8pack"
     assert qmatmul.QLinear.from_linear(lin, "w8").kernel_for(64) == "bf16"
@@ -145,3 +150,68 @@ def test_state_dict_roundtrip():
     q2 = qmatmul.QLinear.from_a8w4_codes(torch.zeros(96, 256, dtype=torch.int8), torch.ones(96, 4), torch.ones(96), lin.bias)
     q2.load_state_dict(q.state_dict())
     assert torch.equal(q2(x), y)
+
+
+@pytest.fixture
+def extension():
+    if not qmatmul.extension_available():
+        pytest.skip(f"the compiled A8W4 kernel is off here ({qmatmul._EXT['why']})")
+
+
+# odd shapes: K a multiple of the group but not of 64 / 128, groups below one vector, N not a multiple of 16
+@pytest.mark.parametrize("k,n,group", [(256, 96, 128), (192, 34, 32), (260, 10, 2), (320, 50, 64), (384, 18, 384)])
+@pytest.mark.parametrize("m", [1, 3, 17, 64])
+def test_vnni_equals_int8_path_bit_for_bit(extension, k, n, group, m):
+    torch.manual_seed(k + n + m)
+    codes = torch.randint(-8, 8, (n, k), dtype=torch.int8)
+    sg = torch.randint(1, 17, (n, k // group), dtype=torch.int8)
+    sg[0, 0] = 16  # -8 x 16 = -128: the int8 edge
+    q = qmatmul.QLinear.from_a8w4_codes(codes, sg, torch.rand(n) + 0.1, bias=torch.randn(n), kernel="vnni")
+    x = torch.randn(m, k) * torch.logspace(-2, 2, m)[:, None]
+    x[0] = 0  # an all-zero token
+    y = q(x)
+    q.kernel = "int8"  # the same int32 products and FP32 epilogue through torch._int_mm
+    assert torch.equal(y, q(x))
+    if qmatmul.amx_available():
+        q.kernel = "amx"
+        assert torch.equal(y, q(x))
+    ref = q.reference(x)
+    assert (y - ref).abs().max() <= TOL["vnni"] * ref.abs().max()
+    w8 = torch.empty(n, k, dtype=torch.int8)
+    torch.ops.efflab_qmm.a8w4_unpack(q.packed, q.group_scales, w8)
+    assert torch.equal(w8, q._int8_weight())
+
+
+def test_vnni_kernel_errors(extension):
+    q = qmatmul.QLinear.from_linear(_linear(), "a8w4", group=64, kernel="vnni")
+    assert q.kernel_for(1) == q.kernel_for(512) == "vnni"
+    with pytest.raises(RuntimeError, match="x: must be a contiguous FP32"):
+        torch.ops.efflab_qmm.a8w4_gemm(torch.randn(2, 255), q.packed, q.group_scales, q.scales)
+    with pytest.raises(RuntimeError, match="group_scales: must be a contiguous int8"):
+        torch.ops.efflab_qmm.a8w4_gemm(torch.randn(2, 256), q.packed, q.group_scales.float(), q.scales)
+    with pytest.raises(RuntimeError, match="out: must be a contiguous int8"):
+        torch.ops.efflab_qmm.a8w4_unpack(q.packed, q.group_scales, torch.empty(96, 255, dtype=torch.int8))
+
+
+def test_fallback_when_extension_disabled(monkeypatch):
+    lin = _linear()
+    q = qmatmul.QLinear.from_linear(lin, "a8w4", group=64, kernel="vnni")
+    x = torch.randn(3, 256)
+    compiled = qmatmul.quantize_tokens(x * torch.logspace(-3, 3, 256))
+    monkeypatch.setenv(qmatmul.EXT_ENV, "0")
+    try:
+        with pytest.warns(RuntimeWarning, match=f"compiled A8W4 kernel is off \\({qmatmul.EXT_ENV}=0\\)"):
+            assert not qmatmul.extension_available(refresh=True)
+        plain = qmatmul.quantize_tokens(x * torch.logspace(-3, 3, 256))  # torch ops: the same numbers
+        assert torch.equal(plain[0], compiled[0]) and torch.equal(plain[1], compiled[1])
+        auto = qmatmul.QLinear.from_linear(lin, "a8w4", group=64)
+        assert auto.kernel_for(1) == q.kernel_for(1) == "int4pack" and q.kernel_for(64) == auto.kernel_for(64) == "int8"
+        assert qmatmul.QLinear.from_linear(lin, "a8w4", group=64, kernel="amx").kernel_for(64) == "int8"
+        ref = q.reference(x)
+        assert (q(x) - ref).abs().max() <= TOL["int4pack"] * ref.abs().max()
+        x40 = torch.randn(40, 256)
+        ref40 = q.reference(x40)
+        assert (q(x40) - ref40).abs().max() <= TOL["int8"] * ref40.abs().max()
+    finally:
+        monkeypatch.undo()
+        qmatmul.extension_available(refresh=True)
