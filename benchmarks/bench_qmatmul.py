@@ -189,16 +189,16 @@ def run(ms=MS, repeats: int = REPEATS, threads: int = THREADS, cold_factor: floa
         for m in ms:
             peer_t = {p: times[p, m] for p in peers}
             best = min(peer_t, key=peer_t.get)
-            ours = times[name, m]
+            ours_s = times[name, m]
             floor = floors[fmt]
             records.append(dict(
                 name=f"{N}x{K} linear, M={m}, threads={threads}, cold: ours {name} ({fmt}) vs best peer {best}; "
-                     f"{100 * floor / ours:.0f}% of the {fmt} floor; rel. err {errors[name, m]:.3f}",
-                ours=ours, peer=best, peer_value=peer_t[best], unit="s", lower_is_better=True,
+                     f"{100 * floor / ours_s:.0f}% of the {fmt} floor; rel. err {errors[name, m]:.3f}",
+                ours=ours_s, peer=best, peer_value=peer_t[best], unit="s", lower_is_better=True,
                 scheme=scheme, kernel=kernel, kernel_ran=ran[name, m], m=m, threads=threads, copies=copies[name],
-                floor_s=floor, floor_format=fmt, floor_fraction=floor / ours, bandwidth_Bps=bw, copy_Bps=bws["copy"], read_Bps=bws["read"],
-                speedup_vs_fp32=times["fp32 F.linear", m] / ours if "fp32 F.linear" in peers else None,
-                faster_than_bf16=ours < times["bf16 F.linear", m] if "bf16 F.linear" in peers else None,
+                floor_s=floor, floor_format=fmt, floor_fraction=floor / ours_s, bandwidth_Bps=bw, copy_Bps=bws["copy"], read_Bps=bws["read"],
+                speedup_vs_fp32=times["fp32 F.linear", m] / ours_s if "fp32 F.linear" in peers else None,
+                faster_than_bf16=ours_s < times["bf16 F.linear", m] if "bf16 F.linear" in peers else None,
                 rel_err_vs_fp32=errors[name, m], peers_s=peer_t,
                 peer_rel_err={p: errors[p, m] for p in peers},
             ))  # fmt: skip
