@@ -171,6 +171,9 @@ def spawn(worker: Callable, world_size: int, args: tuple = (), kwargs: dict | No
         raise ValueError(f"spawn world_size must be an int >= 1, got {world_size!r}")
     if backend not in ("gloo", "nccl"):
         raise ValueError(f"spawn backend={backend!r} is not allowed; allowed: gloo, nccl")
+    if backend == "nccl" and torch.cuda.device_count() < world_size:  # NCCL refuses two ranks on one GPU
+        raise ValueError(f"spawn backend='nccl' needs one GPU per rank: world_size={world_size}, "
+                         f"{torch.cuda.device_count()} visible; lower world_size or use backend='gloo'")
     method = start_method or ("fork" if sys.platform.startswith("linux") else "spawn")
     if method != "fork" and ("<locals>" in worker.__qualname__ or worker.__module__ == "__main__"):
         raise ValueError(f"spawn worker {worker.__qualname__!r}: with start_method={method!r} it must be a "

@@ -16,8 +16,8 @@ in any order, so the lift reproduces the dequantised weights bit for bit (tested
 
 **Phase 1 (per group; the fine scale).** For each clip ratio r_i = 1.02 - (i + 1) * 0.22 / n1
 (n1 = 20: 1.009 .. 0.80) the group's weights are quantised asymmetrically over
-[r min, r max] (:mod:`shared.numformats`' INT4_ASYM per-group quantiser applied to W / r, whose
-range includes 0: the same as [min, max] for any group with weights of both signs), and the
+[r min(W_g, 0), r max(W_g, 0)] (the range kept through 0 as :mod:`shared.numformats`' INT4_ASYM
+does: the same as [min, max] for any group with weights of both signs), and the
 (scale, zero) with the smallest output error ||X_g (W_g - W_hat_g)^T||^2 on the calibration
 activations X_g of that group's input features is kept, per output channel and group.
 
@@ -146,17 +146,22 @@ def phase1(w: torch.Tensor, x: torch.Tensor | None, group: int, n_ratios: int = 
     if x is not None:
         xg = x.reshape(-1, k // group, group).float().transpose(0, 1)  # [G, T, g]
         rg = xg if xg.shape[1] <= group else torch.linalg.qr(xg.double(), mode="r")[1].float()
-    scheme = nf.per_group(nf.INT4_ASYM, group)
+    # the clipped asymmetric INT4 grid of each group: range r * [min(w, 0), max(w, 0)] (zero kept in the
+    # range, as numformats' INT4_ASYM does), s = range / 15, z = round(-lo / s); r < 1 clips the extremes
+    wg = w.view(n, k // group, group)
+    lo0, hi0 = wg.amin(-1).clamp(max=0), wg.amax(-1).clamp(min=0)
     best = torch.full((n, k // group), torch.inf)
     scale = torch.zeros(n, k // group)
     zero = torch.zeros(n, k // group)
     for r in phase1_ratios(n_ratios).tolist():
-        q = nf.quantize_blocks(w / r, scheme, full=False)
-        err = _group_errors(w - q.values * r, rg, group)
+        s = ((hi0 - lo0) * r / INT4_MAX).clamp(min=torch.finfo(torch.float32).tiny)
+        z = torch.round(-lo0 * r / s)
+        q = (torch.round(wg / s[..., None]) + z[..., None]).clamp(0, INT4_MAX)
+        err = _group_errors(w - ((q - z[..., None]) * s[..., None]).view(n, k), rg, group)
         better = err < best
         best = torch.where(better, err, best)
-        scale = torch.where(better, q.scales * r, scale)
-        zero = torch.where(better, q.zero_points, zero)
+        scale = torch.where(better, s, scale)
+        zero = torch.where(better, z, zero)
     return scale, zero
 
 

@@ -463,8 +463,10 @@ def run_sweep(p, algos: list[Algo], ratios: list[float], spec: RunSpec, corpus_d
     train_tokens, val_tokens = load_tokens(corpus_dir, "train"), load_tokens(corpus_dir, "val")
     zoo.build(p.model)  # imports transformers here, once: the forked ranks inherit it
     args = (algos, ratios, spec, train_tokens, val_tokens, p.latency_s, calibration_steps or p.calibration_steps, device)
-    return distributed.spawn(sweep_worker, p.world_size, args=args, backend=distributed.default_backend(device),
-                             threads_per_rank=p.num_threads)[0]
+    backend = distributed.default_backend(device)
+    if backend == "nccl" and torch.cuda.device_count() < p.world_size:
+        backend = "gloo"  # ranks sharing one GPU: NCCL refuses that, gloo all-reduces CUDA tensors through the host
+    return distributed.spawn(sweep_worker, p.world_size, args=args, backend=backend, threads_per_rank=p.num_threads)[0]
 
 
 def algos_from_params(p) -> list[Algo]:

@@ -77,6 +77,8 @@ def test_link_formulas_and_errors():
         Link(bandwidth=0)
     with pytest.raises(ValueError, match="world_size"):
         distributed.spawn(_fails_on_rank_one, world_size=0)
+    with pytest.raises(ValueError, match="needs one GPU per rank: world_size=64"):
+        distributed.spawn(_fails_on_rank_one, world_size=64, backend="nccl")
     with pytest.raises(ValueError, match="op='avg'"):
         distributed.all_reduce(torch.zeros(1), op="avg")
 

@@ -35,8 +35,17 @@ run.log_metrics({"a100_kv_capacity_tokens": a100.kv_capacity_tokens(),
 # %%
 model = zoo.build(p.cpu_model, seed=run.seed)
 shape = S.ModelShape.of(model, "tiny-cpu")
-fit_rows = S.measure_step_times(model, p.cpu_prefill_lengths, [tuple(x) for x in p.cpu_decode_points], repeats=p.cpu_repeats)
-held_rows = S.measure_step_times(model, p.cpu_heldout_prefill, [tuple(x) for x in p.cpu_heldout_decode], repeats=p.cpu_repeats)
+# fit and held-out shapes in one interleaved measurement; with one torch thread, the thread's own CPU
+# clock (wall-clock on a busy machine measured other processes: 67-316 % errors in earlier runs)
+prefill = list(p.cpu_prefill_lengths) + list(p.cpu_heldout_prefill)
+decode = [tuple(x) for x in p.cpu_decode_points] + [tuple(x) for x in p.cpu_heldout_decode]
+rows = S.measure_step_times(model, prefill, decode, repeats=p.cpu_repeats,
+                            clock="thread_cpu" if p.num_threads == 1 else "wall")
+n_fp, n_hp, n_fd = len(p.cpu_prefill_lengths), len(p.cpu_heldout_prefill), len(p.cpu_decode_points)
+held = np.zeros(len(rows), dtype=bool)
+held[n_fp:n_fp + n_hp] = True
+held[n_fp + n_hp + n_fd:] = True
+fit_rows, held_rows = rows[~held], rows[held]
 cpu = S.fit_step_model(shape, S.cpu_device(flops=1e11), fit_rows, combine="sum")  # nominal peak: the fit absorbs it
 columns = ["prefill_tokens", "prefill_pairs", "decode_seqs", "decode_context", "measured_s"]
 timed = pd.concat([pd.DataFrame(fit_rows, columns=columns).assign(split="fit"),
