@@ -92,7 +92,7 @@ def test_step_model_calibrates_to_real_cpu_step_times():
     with torch.inference_mode(), _threads(1):  # one call: fit and held-out points share the machine's state
         rows = S.measure_step_times(model, [16, 64, 128, 256, 512], [(1, 64), (4, 128), (8, 256), (16, 512),
                                                                       (24, 256), (32, 128)],
-                                    repeats=7, clock="thread_cpu")
+                                    repeats=25, clock="thread_cpu")  # the fastest of 7 varied +-10 % run to run
     held = np.isin(np.arange(len(rows)), [1, 3, 6, 9])  # prefill 64 and 256, decode (4, 128) and (24, 256)
     fit_rows, held_rows = rows[~held], rows[held]
     step = S.fit_step_model(shape, S.cpu_device(flops=1e11), fit_rows, combine="sum")
