@@ -41,9 +41,9 @@ def run_block(trace: S.Trace, step: S.StepModel, engine: S.EngineConfig, loads, 
         arrivals = trace.poisson(load * capacity, seed=seed)
         for name in policies:
             pol = policy(name, quantile, window, min_history)
-            result = S.simulate(arrivals, step, engine, pol, record_steps=True)
+            result = S.simulate(arrivals, step, engine, pol)
             summary = result.summary(slo)
-            wait = W.queueing_delay(result)
+            wait = result.queueing
             rows.append({"workload": trace.name, "seed": seed, "load": float(load), "policy": name,
                          "capacity_rps": capacity, "rate_rps": load * capacity, "goodput_rps": summary["goodput_rps"],
                          "slo_attainment": summary["slo_attainment"], "throughput_rps": summary["throughput_rps"],

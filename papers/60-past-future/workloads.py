@@ -78,14 +78,6 @@ def sla(result: S.Result, ttft_factor: float, tpot_factor: float) -> tuple[S.SLO
                                                                                  "t_iter_s": t_iter}
 
 
-def queueing_delay(result: S.Result) -> np.ndarray:
-    """Seconds from arrival to the start of the iteration that first admitted each request
-    (``record_steps=True``; waiting again after a preemption counts in TPOT, not here)."""
-    start, dt = result.steps["t"], result.steps["dt"]
-    k = np.searchsorted(start + dt, result.first_token_s - 1e-12)
-    return np.maximum(result.first_token_s - dt[np.minimum(k, len(dt) - 1)] - result.trace.arrival_s, 0.0)
-
-
 @dataclass
 class RecordingPastFuture(S.PastFuture):
     """PastFuture that, at every admission decision with a warm history, records the estimated

@@ -37,12 +37,12 @@ def test_capacity_is_the_steady_finish_rate():
         W.capacity_rps(S.Result(trace.head(2), np.zeros(2), np.zeros(2), np.zeros(2, int)))
 
 
-def test_sla_and_queueing_delay_from_the_step_log():
+def test_sla_from_the_step_log_and_queueing_delay():
     # conservative with room for one request at a time: the second waits for the first to finish
     engine = S.EngineConfig(kv_tokens=1000, max_batch=8, max_new_tokens=600)
     trace = S.Trace(np.array([0.0, 0.0]), np.array([100, 100]), np.array([20, 20]))
     result = S.simulate(trace, STEP, engine, S.Conservative(), record_steps=True)
-    wait = W.queueing_delay(result)
+    wait = result.queueing
     assert wait[0] == 0 and wait[1] == pytest.approx(result.finish_s[0])
     slo, times = W.sla(result, 5.0, 1.5)
     dt, prefill = result.steps["dt"], result.steps["prefill_tokens"]

@@ -8,6 +8,7 @@ import torch
 
 from shared import servesim as S
 from shared import zoo
+from shared.timing import pinned_threads
 
 
 def _trace(n=300, rate=30.0, seed=0):
@@ -89,7 +90,7 @@ def test_step_model_calibrates_to_real_cpu_step_times():
     model = zoo.build(zoo.ModelSpec(attention="gqa", vocab_size=512, d_model=128, n_layers=2, n_heads=4,
                                     n_kv_heads=2, d_ff=352, max_seq_len=1024), seed=0)
     shape = S.ModelShape.of(model, "tiny")
-    with torch.inference_mode(), _threads(1):  # one call: fit and held-out points share the machine's state
+    with torch.inference_mode(), pinned_threads(1):  # one call: fit and held-out points share the machine's state
         rows = S.measure_step_times(model, [16, 64, 128, 256, 512], [(1, 64), (4, 128), (8, 256), (16, 512),
                                                                       (24, 256), (32, 128)],
                                     repeats=25, clock="thread_cpu")  # the fastest of 7 varied +-10 % run to run
@@ -100,14 +101,3 @@ def test_step_model_calibrates_to_real_cpu_step_times():
     errors = np.abs(predicted / held_rows[:, 4] - 1)
     assert errors.max() <= 0.15, f"held-out relative errors {np.round(errors, 3)}"
 
-
-class _threads:
-    def __init__(self, n):
-        self.n = n
-
-    def __enter__(self):
-        self.old = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.old)
