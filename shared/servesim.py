@@ -28,8 +28,56 @@ operations; only admission loops over the candidates it admits. Requests per wal
 ``benchmarks/bench_servesim.py``.
 
 Admission policies (:class:`Aggressive`, :class:`Conservative`, :class:`PastFuture`,
-:class:`Oracle`) see the batch through :class:`View` and return how many queue heads to admit;
-write your own the same way. Routers for several instances: :func:`simulate_cluster`; your own loop: :class:`Engine`.
+:class:`PastFutureSampled`, :class:`Oracle`) see the batch through :class:`View` and return how
+many queue heads to admit; write your own the same way. Routers for several instances:
+:func:`simulate_cluster`; your own loop: :class:`Engine`.
+
+**PastFutureSampled: the authors' sampled rule.** :class:`PastFuture` is a deterministic reading
+(a quantile of the history); :class:`PastFutureSampled` is the rule as the authors' LightLLM code
+runs it (``PastFutureQueue`` in LightLLM, ``req_queue.py`` of the paper's artifact
+WuSiYu/lightllm-ae; read, not copied). Its window holds the last 40 finished output lengths and
+starts as 20 copies of ``max_new_tokens`` (so before 40 finishes it mixes the cap with what
+finished). At the first candidate of an admission round it draws min(5, ⌊200/n⌋ + 1) sampled
+futures of the n running requests: a request that generated g tokens takes a uniform point on the
+piecewise-linear curve through the knots g, the window's lengths > g (sorted) and max_new_tokens,
+rounded (half to even, as Python's ``round``), clipped to [g, max_new]; its remaining output is
+that minus g (0 allowed, as in the source). Each candidate adds a length drawn uniformly from the
+window to every list; it is admitted iff the worst list's :func:`future_peak` is below 0.95 ×
+``kv_tokens``, and an admitted candidate's samples stay for the round's next candidates. One
+deliberate difference: the artifact's (held, remaining) tuples count the KV as prompt + output −
+1 at the end (its cache never holds the last token); here they count what this engine holds
+(prompt + generated, as :class:`PastFuture`), so the two rules compare like for like. The RNG
+(``numpy.random.default_rng(seed)``) restarts when an :class:`Engine` starts with the policy: the
+same seed gives the same run, and reusing one instance across runs changes nothing.
+
+**Utilisation and cost.** Every engine integrates, over its iterations, the busy seconds, the KV
+blocks held × seconds (blocks after the iteration's growth and admission, the iteration's whole
+duration; :meth:`Engine.fast_forward` sums the same per-step values in closed form) and the FLOPs
+the step model counts (:meth:`StepModel.flops`: 2 per parameter per token plus 4·L·d per (query,
+key) pair; linear, so a run of decode steps is one call). :attr:`Result.usage` carries them and
+:meth:`Result.summary` adds, over the result's span s (first arrival to last finish, idle time
+included, as ``throughput_rps``): ``busy_fraction`` = busy / s; ``kv_utilisation`` = block-seconds
+/ (blocks × s), the time-weighted mean of used / capacity; ``achieved_flops`` = FLOPs / s;
+``compute_utilisation`` = FLOPs / (peak × s) and ``compute_utilisation_busy`` = FLOPs / (peak ×
+busy), the run's MFU; and, when the :class:`DeviceSpec` has a price, ``device_hours`` = s / 3600,
+``cost_usd`` = device_hours × ``usd_per_hour`` and ``usd_per_mtok`` = cost per 10⁶ output tokens.
+Each device in :data:`DEVICES` names its price's source (``price_source``); prices vary by cloud
+and date, so papers that rest on them take them as parameters. A step object without ``flops``
+(a paper's wrapper) gives no compute keys; a device without a price, no cost keys; a
+:class:`Result` built by hand (``usage={}``), none of them.
+
+**Real mode.** :class:`RealStep` wraps a real transformers causal LM (the tiny ``shared.zoo``
+model on this CPU) and goes where a :class:`StepModel` goes: the same :class:`Engine`, scheduler
+and KV-block accounting decide every iteration, and the iteration then really runs. Each admitted
+request is prefilled by its own forward (its prompt, deterministic random ids per request, plus
+the tokens it generated before a preemption: recompute), and all running requests decode in one
+batched forward over their KV caches, left-padded to the longest with an attention mask and true
+positions (greedy tokens identical to an unbatched decode). The iteration lasts what its forward
+passes measure (``clock="thread_cpu"``, the thread's CPU time, steady on a shared machine; or
+``"wall"``); cache bookkeeping is not timed. Preempted and finished requests drop their caches.
+Real mode never fast-forwards. ``tests/shared/test_servesim.py`` runs a dozen requests both ways:
+the same iterations, admissions, preemptions and token counts as the simulation with the step
+model calibrated here, and latencies within a loose factor (measured: real ≈ 1.5× simulated).
 """
 
 from __future__ import annotations
@@ -117,21 +165,30 @@ class Trace:
 # ---------------------------------------------------------------- hardware and models
 @dataclass(frozen=True)
 class DeviceSpec:
-    """A device for the roofline: dense bf16 FLOP/s, memory bandwidth (B/s), memory (B), board power (W)."""
+    """A device for the roofline: dense bf16 FLOP/s, memory bandwidth (B/s), memory (B), board power (W),
+    and its rental price (USD per device-hour; 0 = unknown) with where that price comes from."""
 
     name: str
     flops: float
     bandwidth: float
     memory: float
     tdp_w: float = 0.0
+    usd_per_hour: float = 0.0
+    price_source: str = ""
 
 
-# NVIDIA datasheets, dense bf16 tensor throughput (the "with sparsity" figures halved).
+# NVIDIA datasheets, dense bf16 tensor throughput (the "with sparsity" figures halved). Prices are
+# on-demand USD per GPU-hour; they change over time and between clouds, so every price names its
+# source (papers that depend on prices make them parameters, e.g. paper 35).
+_AWS = "AWS EC2 on-demand list price, us-east-1, Linux, per instance / GPUs (as listed 2024; not re-checked offline)"
 DEVICES = {
-    "H100-SXM": DeviceSpec("H100-SXM", 989.4e12, 3.35e12, 80e9, 700.0),
-    "A100-80GB": DeviceSpec("A100-80GB", 312e12, 2.039e12, 80e9, 400.0),
-    "L4": DeviceSpec("L4", 121e12, 300e9, 24e9, 72.0),
-    "T4": DeviceSpec("T4", 65e12, 320e9, 16e9, 70.0),  # fp16 tensor (T4 has no bf16)
+    "H100-SXM": DeviceSpec("H100-SXM", 989.4e12, 3.35e12, 80e9, 700.0, 55.04 / 8,
+                           f"{_AWS}: p5.48xlarge 8 x H100 at $55.04/h"),
+    "A100-80GB": DeviceSpec("A100-80GB", 312e12, 2.039e12, 80e9, 400.0, 3.67,
+                            "Melange authors, melange-release melange/config/example.json (A100-80GB $3.67/h)"),
+    "L4": DeviceSpec("L4", 121e12, 300e9, 24e9, 72.0, 0.8048, f"{_AWS}: g6.xlarge 1 x L4 at $0.8048/h"),
+    "T4": DeviceSpec("T4", 65e12, 320e9, 16e9, 70.0, 0.526,  # fp16 tensor (T4 has no bf16)
+                     f"{_AWS}: g4dn.xlarge 1 x T4 at $0.526/h"),
 }
 
 
@@ -168,6 +225,14 @@ LLAMA2_13B = ModelShape("Llama-2-13B", 13.0e9, 40, 5120, 5120)
 LLAMA2_70B = ModelShape("Llama-2-70B", 69.0e9, 80, 8192, 1024)  # GQA: 8 KV heads of 128
 
 
+def _flops(shape: ModelShape, prefill_tokens, prefill_pairs, decode_seqs, decode_context):
+    """2 FLOPs per parameter per token, plus attention's 4·L·d per (query, key) pair: linear in
+    every argument, so the FLOPs of several iterations are those of their summed arguments.
+    Numbers or numpy arrays (broadcast)."""
+    return (2.0 * shape.n_params * (prefill_tokens + decode_seqs)
+            + 4.0 * shape.n_layers * shape.d_model * (prefill_pairs + decode_context))
+
+
 @dataclass(frozen=True)
 class StepModel:
     """Seconds of one iteration from its batch (see the module docstring)."""
@@ -191,13 +256,17 @@ class StepModel:
         (sum of T(T+1)/2), ``decode_seqs`` sequences decoding one token over ``decode_context`` cached tokens
         in total. Scalars or numpy arrays (broadcast)."""
         s, d = self.shape, self.device
-        tokens = np.asarray(prefill_tokens, dtype=np.float64) + decode_seqs
-        pairs = np.asarray(prefill_pairs, dtype=np.float64) + decode_context
-        flops = 2.0 * s.n_params * tokens + 4.0 * s.n_layers * s.d_model * pairs
+        prefill_tokens = np.asarray(prefill_tokens, dtype=np.float64)
+        tokens = prefill_tokens + decode_seqs
+        flops = self.flops(prefill_tokens, np.asarray(prefill_pairs, dtype=np.float64), decode_seqs, decode_context)
         nbytes = s.n_params * s.bytes_per_param + s.kv_bytes_per_token * (np.asarray(decode_context) + tokens)
         compute, memory = flops / (d.flops * self.mfu), nbytes / (d.bandwidth * self.mbu)
         busy = np.maximum(compute, memory) if self.combine == "max" else compute + memory
         return self.overhead_s + busy
+
+    def flops(self, prefill_tokens, prefill_pairs, decode_seqs, decode_context):
+        """The FLOPs the roofline counts for an iteration (arguments as :meth:`seconds`)."""
+        return _flops(self.shape, prefill_tokens, prefill_pairs, decode_seqs, decode_context)
 
     def kv_capacity_tokens(self) -> int:
         """KV tokens that fit beside the weights in ``memory_fraction`` of the device."""
@@ -327,6 +396,95 @@ class Oracle:
         return future_peak(held, rem) <= _token_capacity(view.engine, len(held))
 
 
+def _peaks(held: np.ndarray, remaining: np.ndarray) -> np.ndarray:
+    """:func:`future_peak` of each row of ``remaining`` (lists x requests) over the same ``held``."""
+    order = np.argsort(-remaining, axis=1, kind="stable")
+    l = np.take_along_axis(remaining, order, axis=1).astype(np.float64)
+    h = np.cumsum(held.astype(np.float64)[order], axis=1)
+    return np.max(np.arange(1, remaining.shape[1] + 1) * l + h, axis=1)
+
+
+@dataclass
+class PastFutureSampled:
+    """The authors' sampled Past-Future rule (LightLLM's ``FuturePastReqQueue`` / ``PastFutureQueue``
+    as in the paper's artifact; see the module docstring). Deterministic per ``seed``: the RNG is
+    reset whenever an :class:`Engine` starts with this policy."""
+
+    seed: int = 0
+    window: int = 40  # finished output lengths kept (the artifact's WINDOW_SIZE)
+    prior_copies: int = 20  # copies of max_new_tokens in the window before any finish (WINDOW_SIZE // 2)
+    max_lists: int = 5  # sampled futures of the batch at most (MAXIMUM_LISTS)
+    min_samples: int = 200  # lists = min(max_lists, min_samples // batch + 1) (MINIMUM_SAMPLES)
+    reserved: float = 0.05  # capacity fraction kept free: admit iff worst peak < (1 - reserved) x kv_tokens
+
+    def __post_init__(self):
+        for key in ("window", "max_lists", "min_samples"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"PastFutureSampled.{key} must be >= 1, got {getattr(self, key)}")
+        if not 0 <= self.prior_copies <= self.window:
+            raise ValueError(f"PastFutureSampled.prior_copies must be in [0, window={self.window}], "
+                             f"got {self.prior_copies}")
+        if not 0 <= self.reserved < 1:
+            raise ValueError(f"PastFutureSampled.reserved must be in [0, 1), got {self.reserved}")
+        self.reset()
+
+    def reset(self):
+        """A fresh RNG stream from ``seed`` (the engine calls this when it starts)."""
+        self._rng = np.random.default_rng(self.seed)
+        self._view = None  # the View of the admission round in progress
+        self._held = self._remaining = self._past = None
+
+    def past(self, history, max_new: int) -> np.ndarray:
+        """The window: the last ``window`` finished lengths, topped up with ``max_new`` copies while
+        fewer than ``window`` finished (the artifact's deque seeded with ``prior_copies`` of them)."""
+        done = np.fromiter(history, dtype=np.int64)[-self.window:]
+        prior = min(self.prior_copies, self.window - len(done))
+        return np.concatenate([np.full(prior, max_new, dtype=np.int64), done])
+
+    def sample_running(self, generated: np.ndarray, past: np.ndarray, max_new: int, lists: int) -> np.ndarray:
+        """``lists`` x n sampled remaining outputs of running requests that generated ``generated``:
+        a uniform point on the piecewise-linear curve through the knots g, the sorted window's
+        lengths > g, and max_new_tokens (when above the last), rounded half to even as Python's
+        ``round``; the final length clipped to [g, max_new], remaining = final - g (may be 0)."""
+        g = np.asarray(generated, dtype=np.int64)
+        srt = np.sort(past)
+        m = len(srt)
+        idx = np.searchsorted(srt, g, side="right")
+        last = np.where(idx < m, srt[-1], g)
+        segments = (m - idx) + (last < max_new)
+        knots = np.append(srt, max_new)  # knot j >= 1 of a request is knots[idx + j - 1]
+        p = self._rng.random((lists, len(g))) * segments
+        pos = np.minimum(np.floor(p).astype(np.int64), np.maximum(segments - 1, 0))
+        left = np.where(pos == 0, g, knots[np.clip(idx + pos - 1, 0, m)])
+        right = np.where(segments > 0, knots[np.minimum(idx + pos, m)], g)
+        final = np.minimum(max_new, np.maximum(g, np.rint(left + (right - left) * (p - pos))))
+        return final - g
+
+    def peaks(self, view: View, prompt: int, generated: int) -> np.ndarray:
+        """The sampled futures' peak KV tokens with the candidate in the batch, one per list (the
+        round's running-batch samples are drawn once, at its first candidate, and kept as
+        candidates join, as LightLLM does)."""
+        e = view.engine
+        if self._view is not view or self._held is None or len(self._held) != len(view.held):
+            n = len(view.held)
+            lists = min(self.max_lists, self.min_samples // n + 1) if n else 1
+            self._view, self._past = view, self.past(view.history, e.max_new_tokens)
+            self._held = np.asarray(view.held, dtype=np.int64)
+            self._remaining = self.sample_running(view.generated, self._past, e.max_new_tokens, lists)
+        lists = self._remaining.shape[0]
+        final = self._past[self._rng.integers(len(self._past), size=lists)]  # unconditioned, as LightLLM
+        cand = (np.minimum(e.max_new_tokens, np.maximum(generated, final)) - generated)[:, None]
+        self._cand = cand
+        return _peaks(np.append(self._held, prompt + generated), np.hstack([self._remaining, cand]))
+
+    def admit(self, view, prompt, generated, true_remaining):
+        ok = bool(self.peaks(view, prompt, generated).max() < (1 - self.reserved) * view.engine.kv_tokens)
+        if ok:  # the candidate joins the round's sampled futures
+            self._held = np.append(self._held, prompt + generated)
+            self._remaining = np.hstack([self._remaining, self._cand])
+        return ok
+
+
 def _token_capacity(engine: EngineConfig, n_requests: int) -> int:
     """KV tokens a batch of ``n_requests`` can surely hold: each request may waste up to one block
     (the partly filled last block, and the block taken ahead for the next token)."""
@@ -349,6 +507,7 @@ class Result:
     preemptions: np.ndarray  # per request
     admitted_s: np.ndarray | None = None  # when the first admission's iteration started (queueing = this - arrival)
     steps: dict = field(default_factory=dict)  # per iteration (record_steps=True): t, dt, prefill, decode, kv
+    usage: dict = field(default_factory=dict)  # the engine's integrals (module docstring); {} = not known
 
     @property
     def ttft(self) -> np.ndarray:
@@ -384,7 +543,27 @@ class Result:
             ok = self.meets(slo)
             out["slo_attainment"] = float(ok.mean())
             out["goodput_rps"] = float(ok.sum()) / span
+        out.update(utilisation(self.usage, span, float(self.trace.output.sum())))
         return out
+
+
+def utilisation(usage: dict, span_s: float, output_tokens: float) -> dict[str, float]:
+    """Memory and compute utilisation and cost over ``span_s`` seconds of one device (see the module
+    docstring); only the keys ``usage`` allows (a step object without FLOPs, a device without price)."""
+    if not usage or span_s <= 0:
+        return {}
+    out = {"busy_fraction": usage["busy_s"] / span_s,
+           "kv_utilisation": usage["kv_block_s"] / (usage["blocks"] * span_s)}
+    if usage.get("flops") is not None and usage.get("peak_flops"):
+        out["achieved_flops"] = usage["flops"] / span_s
+        out["compute_utilisation"] = usage["flops"] / (usage["peak_flops"] * span_s)
+        if usage["busy_s"] > 0:
+            out["compute_utilisation_busy"] = usage["flops"] / (usage["peak_flops"] * usage["busy_s"])
+    if usage.get("usd_per_hour"):
+        out["device_hours"] = span_s / 3600.0
+        out["cost_usd"] = out["device_hours"] * usage["usd_per_hour"]
+        out["usd_per_mtok"] = out["cost_usd"] / output_tokens * 1e6
+    return out
 
 
 # ---------------------------------------------------------------- the simulation
@@ -409,9 +588,17 @@ class Engine:
         self.run_blocks = np.zeros(0, dtype=np.int64)
         self.free = cfg.blocks
         self.history: deque = deque(maxlen=getattr(policy, "window", 1000))
+        if hasattr(policy, "reset"):  # stateful policies (a seeded RNG) start afresh with every engine
+            policy.reset()
         self.t = 0.0
         self.head_refused = False  # the last admission admitted nothing and left a queue
-        self.log = {k: [] for k in ("t", "dt", "prefill_tokens", "decode_seqs", "kv_tokens")} if record_steps else None
+        self.log = ({k: [] for k in ("t", "dt", "prefill_tokens", "decode_seqs", "kv_tokens", "kv_blocks")}
+                    if record_steps else None)
+        device = getattr(step, "device", None)
+        self.usage = {"busy_s": 0.0, "kv_block_s": 0.0, "blocks": cfg.blocks,
+                      "flops": 0.0 if hasattr(step, "flops") else None,
+                      "peak_flops": getattr(device, "flops", 0.0), "usd_per_hour": getattr(device, "usd_per_hour", 0.0)}
+        self._back = (-np.arange(1, cfg.max_new_tokens + 1)) % cfg.block_size  # residue crossing a block at step j
 
     @property
     def idle(self) -> bool:
@@ -475,10 +662,16 @@ class Engine:
             return False
         ptok = tr.prompt[new_ids] + self.generated[new_ids]
         dctx = tr.prompt[decoding] + self.generated[decoding]
-        dt = float(self.step.seconds(ptok.sum(), (ptok * (ptok + 1) // 2).sum(), len(decoding), dctx.sum()))
+        batch = (ptok.sum(), (ptok * (ptok + 1) // 2).sum(), len(decoding), dctx.sum())
+        if getattr(self.step, "real", False):  # real mode: run the iteration on the model, time it
+            dt = float(self.step.run(self, new_ids, decoding))
+        else:
+            dt = float(self.step.seconds(*batch))
         self.t += dt
+        used = self.cfg.blocks - self.free
+        self._account(dt, used * dt, *batch)
         if self.log is not None:
-            for key, value in zip(self.log, (self.t - dt, dt, int(ptok.sum()), len(decoding), int(dctx.sum()))):
+            for key, value in zip(self.log, (self.t - dt, dt, int(ptok.sum()), len(decoding), int(dctx.sum()), used)):
                 self.log[key].append(value)
         # the prefill yields a token; the first one of a request is its first token
         fresh = new_ids[self.generated[new_ids] == 0]
@@ -498,12 +691,14 @@ class Engine:
         that many :meth:`iterate` calls. False if not even one such step is possible. A queue is
         allowed when the policy's refusal of its head can only change at a finish."""
         waiting_is_static = self.head_refused and getattr(self.policy, "changes_only_at_finish", False)
-        if (self.queue and not waiting_is_static) or len(self.run_ids) == 0 or self.t >= until_t:
+        if (getattr(self.step, "real", False) or (self.queue and not waiting_is_static) or len(self.run_ids) == 0
+                or self.t >= until_t):
             return False
         ids, tr, cfg = self.run_ids, self.trace, self.cfg
         held = tr.prompt[ids] + self.generated[ids]
         k = int((self.output[ids] - self.generated[ids]).min())  # the first finish ends the run
-        dts = self.step.seconds(0, 0, len(ids), held.sum() + len(ids) * np.arange(k))
+        ctx = held.sum() + len(ids) * np.arange(k)  # cached tokens decoded over, per step
+        dts = self.step.seconds(0, 0, len(ids), ctx)
         starts = self.t + np.concatenate([[0.0], np.cumsum(dts)[:-1]])
         k = int(np.searchsorted(starts, until_t, side="left"))  # steps starting before the arrival
         need = _blocks(held + k, cfg.block_size) - self.run_blocks
@@ -511,14 +706,31 @@ class Engine:
             return False
         self.free -= int(need.sum())
         self.run_blocks += need
-        if self.log is not None:
-            for key, value in zip(self.log, (starts[:k], dts[:k], np.zeros(k, int), np.full(k, len(ids)),
-                                             held.sum() + len(ids) * np.arange(k))):
-                self.log[key].extend(np.asarray(value).tolist())
+        # blocks held in step j: sum_i ceil((h_i + j + 1) / bs), one more for each i with (h_i + j) % bs == 0
+        bs, ctx, dts, t0 = cfg.block_size, ctx[:k], dts[:k], self.t
+        used0 = int(((held + bs) // bs).sum())
+        more = np.cumsum(np.bincount(held % bs, minlength=bs)[self._back[:k - 1]])  # crossings by step 1..k-1
         self.t = float(starts[k - 1] + dts[k - 1])
+        n = len(ids)
+        self._account(self.t - t0, used0 * (self.t - t0) + float(more @ dts[1:]),
+                      0, 0, k * n, float(held.sum()) * k + n * k * (k - 1) / 2)
+        if self.log is not None:
+            used = used0 + np.concatenate([[0], more])
+            for key, value in zip(self.log, (starts[:k], dts, np.zeros(k, int), np.full(k, n), ctx, used)):
+                self.log[key].extend(np.asarray(value).tolist())
         self.generated[ids] += k
         self._retire()
         return True
+
+    def _account(self, busy_s: float, kv_block_s: float, prefill_tokens, prefill_pairs, decode_seqs, decode_context):
+        """Add iterations to :attr:`usage`: busy seconds, KV block-seconds, FLOPs (the step's
+        ``seconds`` arguments summed over the iterations: FLOPs are linear in them)."""
+        u = self.usage
+        u["busy_s"] += busy_s
+        u["kv_block_s"] += kv_block_s
+        if u["flops"] is not None:
+            u["flops"] += float(self.step.flops(float(prefill_tokens), float(prefill_pairs), float(decode_seqs),
+                                                float(decode_context)))
 
     def _retire(self):
         done = self.generated[self.run_ids] >= self.output[self.run_ids]
@@ -533,7 +745,7 @@ class Engine:
     def result(self) -> Result:
         steps = {k: np.asarray(v) for k, v in self.log.items()} if self.log is not None else {}
         trace = replace(self.trace, output=self.output)
-        return Result(trace, self.first, self.finish, self.preempted, self.admitted, steps)
+        return Result(trace, self.first, self.finish, self.preempted, self.admitted, steps, dict(self.usage))
 
 
 def simulate(trace: Trace, step: StepModel, engine: EngineConfig, policy: Admission,
@@ -605,7 +817,8 @@ def simulate_cluster(trace: Trace, instances: list[tuple[StepModel, EngineConfig
         mine = np.flatnonzero(owner == k)
         r = e.result()
         results.append(Result(Trace(trace.arrival_s[mine], trace.prompt[mine], r.trace.output[mine], trace.name),
-                              r.first_token_s[mine], r.finish_s[mine], r.preemptions[mine], r.admitted_s[mine]))
+                              r.first_token_s[mine], r.finish_s[mine], r.preemptions[mine], r.admitted_s[mine],
+                              usage=r.usage))
     return results
 
 
@@ -679,6 +892,90 @@ def fit_step_model(shape: ModelShape, device: DeviceSpec, rows: np.ndarray, comb
                                                         [-4, -3, np.log(rows[:, 4].min() / 10)])),
                key=lambda r: r.cost)
     return model(best.x)
+
+
+class RealStep:
+    """Real mode: the engine's iterations run on a real transformers causal LM (``model``) instead
+    of the step model; an iteration's duration is what its forward passes measure (see the module
+    docstring). Pass it where a :class:`StepModel` goes: ``simulate(trace, RealStep(model), ...)``.
+    Token ids are greedy; request lengths stay the trace's (no EOS)."""
+
+    real = True
+
+    def __init__(self, model, shape: ModelShape | None = None, device: DeviceSpec | None = None,
+                 clock: str = "thread_cpu", seed: int = 0):
+        import time
+
+        from shared.metrics import cache_interface
+
+        if clock not in ("wall", "thread_cpu"):
+            raise ValueError(f"RealStep clock={clock!r} is not allowed; allowed: wall, thread_cpu")
+        self.model, self.seed = model.eval(), seed
+        self.shape = shape or ModelShape.of(model, "model")
+        self.device = device  # for utilisation and cost only (None: not reported)
+        self.now = time.perf_counter if clock == "wall" else time.thread_time
+        self.cache_name, self.kwargs = cache_interface(model)
+        self.dev = next(model.parameters()).device
+        self.kv: dict[int, list] = {}  # request -> per layer (keys, values), [1, heads, tokens, dim]
+        self.out: dict[int, list[int]] = {}  # request -> generated token ids
+        self.forwards = 0
+
+    def flops(self, prefill_tokens, prefill_pairs, decode_seqs, decode_context):
+        return _flops(self.shape, prefill_tokens, prefill_pairs, decode_seqs, decode_context)
+
+    def prompt_ids(self, i: int, length: int):
+        import torch
+
+        ids = np.random.default_rng((self.seed, i)).integers(0, self.model.config.vocab_size, length)
+        return torch.as_tensor(ids, dtype=torch.long, device=self.dev)
+
+    def run(self, engine: Engine, new_ids: np.ndarray, decoding: np.ndarray) -> float:
+        """One iteration: prefill each of ``new_ids`` (its prompt plus the tokens it generated before
+        a preemption) and decode ``decoding`` in one batched forward over their left-padded caches.
+        Returns the seconds the forward passes took (``clock``); cache bookkeeping is not timed."""
+        import torch
+        import torch.nn.functional as F
+        from transformers import DynamicCache
+
+        live = set(engine.run_ids.tolist()) | set(new_ids.tolist())
+        for i in [i for i in self.kv if i not in live]:  # finished or preempted: KV freed
+            del self.kv[i]
+        name, elapsed = self.cache_name, 0.0
+        with torch.inference_mode():
+            for i in new_ids.tolist():
+                self.out.setdefault(i, [])
+                g = int(engine.generated[i])
+                ids = torch.cat([self.prompt_ids(i, int(engine.trace.prompt[i])),
+                                 torch.as_tensor(self.out[i][:g], dtype=torch.long, device=self.dev)])[None]
+                start = self.now()
+                res = self.model(input_ids=ids, use_cache=True, **self.kwargs)
+                elapsed += self.now() - start
+                self.kv[i] = [(layer.keys, layer.values) for layer in getattr(res, name).layers]
+                self.out[i].append(int(res.logits[0, -1].argmax()))
+            if len(decoding):
+                ids = decoding.tolist()
+                lens = [self.kv[i][0][0].shape[2] for i in ids]
+                top = max(lens)
+                data = [tuple(torch.cat([F.pad(self.kv[i][layer][part], (0, 0, top - n, 0)) for i, n in zip(ids, lens)])
+                              for part in (0, 1)) for layer in range(len(self.kv[ids[0]]))]
+                mask = torch.zeros(len(ids), top + 1, dtype=torch.long, device=self.dev)
+                for b, n in enumerate(lens):
+                    mask[b, top - n:] = 1
+                tokens = torch.as_tensor([[self.out[i][-1]] for i in ids], device=self.dev)
+                start = self.now()
+                res = self.model(input_ids=tokens, attention_mask=mask, use_cache=True,
+                                 position_ids=torch.as_tensor(lens, device=self.dev)[:, None],
+                                 **{name: DynamicCache(data, config=self.model.config)}, **self.kwargs)
+                elapsed += self.now() - start
+                layers = getattr(res, name).layers
+                nxt = res.logits[:, -1].argmax(-1).tolist()
+                for b, i in enumerate(ids):
+                    self.kv[i] = [(torch.cat([k, layer.keys[b:b + 1, :, -1:]], 2),
+                                   torch.cat([v, layer.values[b:b + 1, :, -1:]], 2))
+                                  for (k, v), layer in zip(self.kv[i], layers)]
+                    self.out[i].append(nxt[b])
+        self.forwards += len(new_ids) + (len(decoding) > 0)
+        return elapsed
 
 
 def cpu_device(flops: float | None = None, bandwidth: float = 28e9, memory: float = 24e9) -> DeviceSpec:
