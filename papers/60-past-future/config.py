@@ -1,7 +1,7 @@
 """Parameters of paper 60 (Past-Future scheduler, LightLLM). Values live in pipelines/conf/p60/*.yaml.
 
 The simulator (shared.servesim) is the same at every scale; scales change the number of
-requests, the loads, the seeds and the KV budget.
+requests, the loads, the seeds, the KV budget and whether the mixed-iteration extra runs.
 """
 
 from typing import Literal
@@ -34,12 +34,14 @@ class Params(BaseModel):
     max_batch: int = Field(ge=1, description="running requests at most")
     max_new_tokens: int = Field(ge=1, description="output cap; what the conservative policy reserves")
     max_prompt: int = Field(ge=1, description="prompts clipped to this many tokens")
+    mixed: bool = Field(description="main sweep: running requests decode in iterations that prefill (False: vLLM v0 / LightLLM)")
+    mixed_extra: bool = Field(description="also run the roofline sweep with the other value of mixed (extra metrics, no claim)")
 
     # --- policies and SLA ---
     past_quantile: float = Field(gt=0, lt=1, description="PastFuture: quantile of L - g given L > g over the history")
     past_window: int = Field(ge=1, description="PastFuture: finished requests in the history")
     past_min_history: int = Field(ge=1, description="PastFuture: finishes before the history is used (conservative until then)")
-    sla_ttft_factor: float = Field(gt=0, description="TTFT <= this x the median prefill iteration (oracle at load 1)")
+    sla_ttft_factor: float = Field(gt=0, description="TTFT_i <= this x (median iteration + lone prefill of prompt_i), oracle at load 1")
     sla_tpot_factor: float = Field(gt=0, description="mean TPOT <= this x the median iteration (oracle at load 1)")
     claim_factor: float = Field(gt=1, description="PastFuture / max(aggressive, conservative) that counts as a win")
 
