@@ -26,10 +26,14 @@ class Params(BaseModel):
     code_share: float = Field(ge=0, le=1, description="share of Azure code requests in the mixed workload (rest: conv)")
     seeds: list[int] = Field(min_length=1, description="request samples + Poisson arrivals")
     n_instances: int = Field(ge=4, description="total instances (prefill + decode, or aggregated)")
-    loads: list[float] = Field(min_length=1, description="arrival rate / the throughput-matched capacity of n_instances")
+    rate_bounds: tuple[float, float] = Field(description="bisection range of the arrival rate, x the throughput-matched capacity")
+    rate_steps: int = Field(ge=1, description="bisection steps of max_rate (resolution (hi/lo)^(1/2^steps))")
+    slo_target: float = Field(gt=0, le=1, description="throughput at SLO: the highest rate whose SLO attainment >= this")
     ttft_slo_s: float = Field(gt=0, description="TTFT SLO (s); also the gateway's TTFT timeout")
     tpot_slo_s: float = Field(gt=0, description="strict mean-TPOT SLO (s), also the target of the decode batch")
     transfer_layout: Literal["contiguous", "blockwise"] = Field(description="KV transfer of the simulated pools")
+    link_gbps: float = Field(gt=0, description="simulated P->D link (Gb/s): one RoCE NIC per device")
+    link_alpha_s: float = Field(ge=0, description="simulated link: seconds per transfer operation")
 
     # --- (c) gateway (notebook 03) ---
     gateway_prefill_instances: int = Field(ge=2, description="prefill instances behind the gateway")
@@ -47,4 +51,6 @@ class Params(BaseModel):
                              f"gateway_intervals_s {self.gateway_intervals_s}")
         if self.kv_claim_tokens not in self.kv_tokens:
             raise ValueError(f"kv_claim_tokens: {self.kv_claim_tokens} must be one of kv_tokens {self.kv_tokens}")
+        if not 0 < self.rate_bounds[0] < self.rate_bounds[1]:
+            raise ValueError(f"rate_bounds: need 0 < lo < hi, got {list(self.rate_bounds)}")
         return self

@@ -6,7 +6,8 @@ at prefill-finish + transfer time with its prompt's KV already cached and one to
 and decode the rest. A decode instance is servesim's engine with one change
 (:class:`_DecodeEngine`): a request admitted for the first time costs no prefill, it joins the
 decode batch at once (a request preempted on the decode side recomputes there, as servesim
-does). Aggregated serving is servesim as it is (mixed iterations) on the same total instances.
+does). Aggregated serving is servesim's engine as it is on the same total instances (prefill-only
+iterations, ``mixed=False``, as the paper's aggregated baseline; ``mixed=True`` as an extra).
 
 **Gateways** for the prefill pool (:class:`RejectRetry`, :class:`StaleReports`): the gateway
 either asks prefill instances in turn and each rejects when its queue holds more than a bound of
@@ -24,7 +25,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -250,7 +251,8 @@ def simulate_disaggregated(trace: S.Trace, step: S.StepModel, n_p: int, n_d: int
 
 
 def simulate_aggregated(trace: S.Trace, step: S.StepModel, n: int, cfg: S.EngineConfig) -> S.Result:
-    """``n`` instances with mixed iterations (servesim's engine as it is), least-outstanding routing
+    """``n`` instances of servesim's engine as it is (``cfg.mixed`` decides whether running requests
+    decode in iterations that prefill), least-outstanding routing
     on fresh state (servesim's ``simulate_cluster`` router; here through :func:`run_pool` so that
     the result is over the whole trace in its order)."""
     engines = [S.Engine(trace, step, cfg, S.Aggressive(), False) for _ in range(n)]
@@ -327,7 +329,59 @@ def allocate(n_total: int, weights) -> list[int]:
     return base.tolist()
 
 
+# ---------------------------------------------------------------- links
+def link(gbps: float, alpha_s: float, block_tokens: int = 16, contiguous: bool = True) -> Transfer:
+    """A network link of ``gbps`` gigabits per second (RoCE 200 Gb/s: 200) with ``alpha_s`` seconds
+    per transfer operation, as the α-β :class:`Transfer` of the simulated pools."""
+    if gbps <= 0 or alpha_s < 0:
+        raise ValueError(f"link: gbps must be > 0 and alpha_s >= 0, got {gbps}, {alpha_s}")
+    return Transfer(alpha_s, gbps * 1e9 / 8, block_tokens, contiguous)
+
+
 # ---------------------------------------------------------------- throughput at SLO
+CONFIGS = ("global", "per-scenario", "aggregated", "aggregated-mixed")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Everything a configuration needs besides the trace: step model, instance count, the
+    per-scenario splits {"code": (n_p, n_d), "conv": ...}, engine configs, the link and the SLO.
+    ``agg_cfg`` is the aggregated baseline's engine (``mixed=False``: prefill-only iterations);
+    the "aggregated-mixed" configuration runs it with ``mixed=True``."""
+
+    step: S.StepModel
+    n_instances: int
+    splits: dict
+    pre_cfg: S.EngineConfig
+    dec_cfg: S.EngineConfig
+    agg_cfg: S.EngineConfig
+    transfer: Transfer
+    slo: S.SLO
+
+
+def serve(config: str, n_p: int, trace: S.Trace, is_code: np.ndarray, setup: Setup) -> tuple[np.ndarray, int]:
+    """Serve ``trace`` with one configuration of :data:`CONFIGS`; returns (meets the SLO, per
+    request; preemptions). ``n_p``: the prefill instances of "global" (ignored otherwise)."""
+    u = setup
+    if config == "global":
+        r = simulate_disaggregated(trace, u.step, n_p, u.n_instances - n_p, u.pre_cfg, u.dec_cfg, u.transfer).result
+        return r.meets(u.slo), int(r.preemptions.sum())
+    if config == "per-scenario":
+        ok, preempt = np.zeros(len(trace), bool), 0
+        for kind, mask in (("code", is_code), ("conv", ~is_code)):
+            if not mask.any():
+                continue
+            k_p, k_d = u.splits[kind]
+            r = simulate_disaggregated(subset(trace, mask), u.step, k_p, k_d, u.pre_cfg, u.dec_cfg, u.transfer).result
+            ok[mask], preempt = r.meets(u.slo), preempt + int(r.preemptions.sum())
+        return ok, preempt
+    if config in ("aggregated", "aggregated-mixed"):
+        cfg = replace(u.agg_cfg, mixed=config == "aggregated-mixed")
+        r = simulate_aggregated(trace, u.step, u.n_instances, cfg)
+        return r.meets(u.slo), int(r.preemptions.sum())
+    raise ValueError(f"serve: config={config!r} is not allowed; allowed: {', '.join(CONFIGS)}")
+
+
 def max_rate(attainment_at, lo: float, hi: float, target: float, steps: int) -> tuple[float, list]:
     """Bisection for the highest rate with ``attainment_at(rate) >= target`` in [lo, hi] (attainment
     falls with the rate). Returns (rate, [(rate, attainment), ...]); 0 if even ``lo`` fails."""

@@ -127,3 +127,40 @@ def test_aggregated_matches_servesim_cluster():
     ref = S.simulate_cluster(trace, [(STEP, cfg, S.Aggressive())] * 3, "least_outstanding")
     assert math.isclose(float(ours.finish_s.max()), max(float(r.finish_s.max()) for r in ref))
     assert sorted(ours.finish_s.tolist()) == pytest.approx(sorted(np.concatenate([r.finish_s for r in ref]).tolist()))
+
+
+def test_link_is_a_fixed_sourced_parameter():
+    tx = D.link(200, 2e-6)  # 200 Gb/s = 25 GB/s
+    assert tx.beta_Bps == 25e9 and tx.contiguous
+    assert math.isclose(float(tx.seconds(1024, S.LLAMA2_7B)), 2e-6 + 1024 * S.LLAMA2_7B.kv_bytes_per_token / 25e9)
+    with pytest.raises(ValueError, match="gbps must be > 0"):
+        D.link(0, 1e-6)
+
+
+def test_max_rate_bisects_to_the_target():
+    rate, probes = D.max_rate(lambda r: 1.0 if r <= 3.7 else 0.5, 1.0, 10.0, 0.9, 30)
+    assert rate == pytest.approx(3.7, rel=1e-6) and rate <= 3.7 and len(probes) == 32
+    assert D.max_rate(lambda r: 0.0, 1.0, 10.0, 0.9, 5)[0] == 0.0
+    assert D.max_rate(lambda r: 1.0, 1.0, 10.0, 0.9, 5) == (10.0, [(1.0, 1.0), (10.0, 1.0)])
+
+
+def test_aggregated_baseline_stalls_decodes_for_prefills():
+    """The paper's aggregated baseline runs prefill-only iterations: with a steady stream of long
+    prompts, a running request's decodes wait, so its TPOT is worse than with mixed iterations."""
+    n = 30
+    trace = S.Trace(np.arange(n) * 0.05, np.full(n, 3000), np.full(n, 40))
+    cfg = S.EngineConfig(kv_tokens=KV, max_new_tokens=512)
+    setup = D.Setup(STEP, 2, {"code": (1, 1), "conv": (1, 1)}, cfg, cfg, cfg, D.link(200, 0.0), S.SLO(tpot_s=0.03))
+    is_code = np.zeros(n, bool)
+    stalled = D.simulate_aggregated(trace, STEP, 2, S.EngineConfig(kv_tokens=KV, max_new_tokens=512, mixed=False))
+    mixed = D.simulate_aggregated(trace, STEP, 2, cfg)
+    assert stalled.tpot.mean() > mixed.tpot.mean()
+    ok, _ = D.serve("aggregated", 0, trace, is_code, setup)  # setup.agg_cfg is mixed=True here:
+    np.testing.assert_array_equal(ok, stalled.meets(setup.slo))  # "aggregated" forces mixed=False
+    ok_mixed, _ = D.serve("aggregated-mixed", 0, trace, is_code, setup)
+    np.testing.assert_array_equal(ok_mixed, mixed.meets(setup.slo))
+    g1, _ = D.serve("global", 1, trace, is_code, setup)
+    g2, _ = D.serve("global", 1, trace, is_code, setup)
+    np.testing.assert_array_equal(g1, g2)  # deterministic: no measured timing in the simulated pools
+    with pytest.raises(ValueError, match="config='mixed'"):
+        D.serve("mixed", 0, trace, is_code, setup)
