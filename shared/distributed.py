@@ -8,7 +8,9 @@
 
 The same worker runs unchanged under torchrun across GPUs or nodes: a script calls
 ``distributed.run_under_torchrun(worker, args)``, which joins the group torchrun set up
-(``RANK``/``WORLD_SIZE``/``MASTER_ADDR`` in the environment) instead of spawning.
+(``RANK``/``WORLD_SIZE``/``MASTER_ADDR`` in the environment) instead of spawning;
+``distributed.torchrun_args(paper, parser)`` gives such a script the arguments every one of
+them takes (``--params``, ``--corpus``) and the paper's validated params.
 
 Backend: gloo on CPU, nccl when the run's device is CUDA (each rank takes GPU ``rank % count``).
 Processes start by ``fork`` on Linux (milliseconds, and the paper's ``paperNN`` package is
@@ -26,6 +28,7 @@ communication–computation overlap hides; ``Pending.exposed_s`` is that blocked
 
 from __future__ import annotations
 
+import argparse
 import math
 import multiprocessing as mp
 import os
@@ -230,3 +233,22 @@ def run_under_torchrun(worker: Callable, args: tuple = (), kwargs: dict | None =
         return worker(*args, **(kwargs or {}))
     finally:
         dist.destroy_process_group()
+
+
+def torchrun_args(paper: str, parser: argparse.ArgumentParser, argv: list[str] | None = None):
+    """The set-up a paper's torchrun script shares with every other: ``--params`` (a composed
+    params.yaml, default the repository's) and ``--corpus`` (the corpus artifact) added to
+    ``parser``; ``argv`` parsed; the paper's validated Params loaded and its ``num_threads``
+    applied. Returns ``(args, params, seed, device)``, device ``cuda`` when a GPU is visible."""
+    from shared import config
+    from shared.paths import ROOT
+
+    parser.add_argument("--params", default=str(ROOT / "params.yaml"),
+                        help="composed params.yaml (python -m pipelines.params scale=...)")  # fmt: skip
+    parser.add_argument("--corpus", default=str(ROOT / "build" / "artifacts" / "corpus"), help="the corpus artifact")
+    args = parser.parse_args(argv)
+    tree = config.load(args.params)
+    _, params = config.paper_params(paper, tree, {})
+    if hasattr(params, "num_threads"):
+        torch.set_num_threads(params.num_threads)
+    return args, params, tree.get("seed", 0), "cuda" if torch.cuda.is_available() else "cpu"

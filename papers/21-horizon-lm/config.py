@@ -25,6 +25,9 @@ class Params(BaseModel):
     throughput_warmup: int = Field(ge=0, description="untimed steps per trainer before the timed ones")
     host_ram_tb: float = Field(gt=0, description="host RAM of the headline projection (the paper: 1.5 TB next to one H200)")
     num_threads: int = Field(ge=1, description="torch CPU threads for every notebook (timings included)")
+    dp_ranks: int = Field(ge=2, description="processes of the data-parallel check (gloo on CPU; paper21.dp)")
+    dp_steps: int = Field(ge=1, description="optimizer steps of the data-parallel check")
+    dp_layers: int = Field(ge=1, description="depth of the data-parallel check's model (model's width, fewer layers)")
 
     @model_validator(mode="after")
     def _check(self) -> "Params":
@@ -34,4 +37,6 @@ class Params(BaseModel):
             raise ValueError(f"depths: distinct positive layer counts in increasing order, got {self.depths}")
         if self.seq_len > self.model.max_seq_len:
             raise ValueError(f"seq_len: {self.seq_len} exceeds model.max_seq_len={self.model.max_seq_len}")
+        if self.batch_size % self.dp_ranks:
+            raise ValueError(f"dp_ranks: batch_size={self.batch_size} does not split into {self.dp_ranks} equal shards")
         return self

@@ -170,7 +170,7 @@ class HorizonEngine:
     """CPU-master, device-template training of a transformers decoder (Llama family) on ``device``."""
 
     def __init__(self, model, cfg: TrainConfig, *, device: str = "cpu", checkpoints: str = "host",
-                 overlap: bool = True):  # fmt: skip
+                 overlap: bool = True, grad_reduce=None):  # fmt: skip
         if checkpoints not in ("host", "device"):
             raise ValueError(f"checkpoints: 'host' or 'device', got {checkpoints!r}")
         if cfg.dtype != "float32":
@@ -179,6 +179,9 @@ class HorizonEngine:
             raise ValueError("model: the host master must live on the CPU")
         self.model, self.cfg, self.device = model, cfg, torch.device(device)
         self.checkpoints, self.overlap = checkpoints, overlap
+        # data parallelism (paper21.dp): called in place on each stage's device gradients as they
+        # are produced (the same stage order on every rank), before they reach the host optimizer
+        self.grad_reduce = grad_reduce
         self.cuda = self.device.type == "cuda"
         body = model.model
         self.config = model.config
@@ -292,6 +295,9 @@ class HorizonEngine:
 
     def _offload_grads(self, stage: _Stage, grads) -> None:
         """Device gradients -> the host parameters' .grad (accumulating a tied weight's)."""
+        if self.grad_reduce is not None:
+            with self._timed("all_reduce"):
+                self.grad_reduce(list(grads))
         with self._timed("offload"):
             for h, g in zip(stage.host_params, grads):
                 host = torch.empty(g.shape, dtype=g.dtype, pin_memory=self.cuda)

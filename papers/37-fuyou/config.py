@@ -30,6 +30,11 @@ class Params(BaseModel):
     plan_factor: float = Field(gt=0, description="the bandwidth (multiple of the balance bandwidth) of the swap-plan comparison")
     num_threads: int = Field(ge=1, description="torch CPU threads for every notebook (timings included)")
 
+    # --- data parallelism (notebook 01; paper37.dp, the README's torchrun mode) ---
+    dp_ranks: int = Field(ge=2, description="processes of the data-parallel check (gloo on CPU), each on train.batch_size / dp_ranks rows")
+    dp_steps: int = Field(ge=1, description="optimizer steps of the data-parallel check")
+    dp_layers: int = Field(ge=1, description="depth of the data-parallel check's model (model's width, fewer layers; on the CPU at every scale)")
+
     @model_validator(mode="after")
     def _check(self) -> "Params":
         if self.train.grad_clip != 0:
@@ -38,4 +43,6 @@ class Params(BaseModel):
             raise ValueError(f"bandwidth_factors: every factor must be > 0, got {self.bandwidth_factors}")
         if self.model.attention not in ("mha", "gqa", "mqa") or self.model.ffn != "dense":
             raise ValueError(f"model: a dense Llama (mha/gqa/mqa) is chunked per layer here, got {self.model.attention}/{self.model.ffn}")
+        if self.train.batch_size % self.dp_ranks:
+            raise ValueError(f"dp_ranks: train.batch_size={self.train.batch_size} does not split into {self.dp_ranks} equal shards")
         return self

@@ -85,12 +85,15 @@ def chunks(model) -> list[Chunk]:
 class OffloadedAdamW:
     """AdamW whose state lives on ``disk`` per chunk (``resident`` chunks: in memory)."""
 
-    def __init__(self, model, cfg: trainer.TrainConfig, disk: Disk, *, resident=(), prefetch: int = 2):
+    def __init__(self, model, cfg: trainer.TrainConfig, disk: Disk, *, resident=(), prefetch: int = 2, grad_reduce=None):
         if cfg.grad_clip > 0:
             raise ValueError(f"grad_clip: the overlapped update cannot clip by the global norm; set 0 (got {cfg.grad_clip})")
         if prefetch < 1:
             raise ValueError(f"prefetch: must be >= 1 chunk, got {prefetch}")
         self.model, self.cfg, self.disk, self.prefetch = model, cfg, disk, prefetch
+        # data parallelism (paper37.dp): called in place on a chunk's gradients right before its
+        # update (chunk order is the same on every rank, the Adam thread runs one chunk at a time)
+        self.grad_reduce = grad_reduce
         self.chunks = chunks(model)
         bad = sorted(set(resident) - {c.index for c in self.chunks})
         if bad:
@@ -136,6 +139,10 @@ class OffloadedAdamW:
             views.append((p, master[offset : offset + n].view(p.shape), m[offset : offset + n].view(p.shape),
                           v[offset : offset + n].view(p.shape)))
             offset += n
+        if self.grad_reduce is not None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)  # the chunk's gradients are complete before the collective reads them
+            self.grad_reduce([p.grad for p in c.params])
         grads = self._host_grads(c)
         for decay in (True, False):
             group = [(w, g, mm, vv, self.steps[id(p)]) for (p, w, mm, vv), g in zip(views, grads) if (p.ndim >= 2) == decay]
@@ -287,11 +294,12 @@ class OffloadedAdamW:
 
 
 def train(model, batches, cfg: trainer.TrainConfig, disk: Disk, *, schedule: Schedule, resident=(), prefetch: int = 2,
-          start: int = 0, steps: int | None = None, progress=None) -> tuple[pd.DataFrame, OffloadedAdamW]:
+          start: int = 0, steps: int | None = None, progress=None, grad_reduce=None) -> tuple[pd.DataFrame, OffloadedAdamW]:
     """``steps`` (default ``cfg.steps``) updates of ``model`` in place from batch ``start`` on:
-    one row per step (loss, forward_s, backward_s, step_s) and the optimizer (its state)."""
+    one row per step (loss, forward_s, backward_s, step_s) and the optimizer (its state).
+    ``grad_reduce``: see :class:`OffloadedAdamW` (data parallelism, paper37.dp)."""
     model.train()
-    opt = OffloadedAdamW(model, cfg, disk, resident=resident, prefetch=prefetch)
+    opt = OffloadedAdamW(model, cfg, disk, resident=resident, prefetch=prefetch, grad_reduce=grad_reduce)
     rows = []
     steps = cfg.steps if steps is None else steps
     device = next(model.parameters()).device

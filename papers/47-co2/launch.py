@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(argv=None) -> None:
-    from shared import config, distributed
+    from shared import distributed
     from shared.corpus import load_tokens
     from shared.paper import import_paper
 
@@ -33,13 +33,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--algo", choices=co2.KINDS, default="co2")
     ap.add_argument("--ratio", type=float, default=3.0, help="T_allreduce / T_compute of the emulated link; 0: unshaped")
-    ap.add_argument("--params", default=str(ROOT / "params.yaml"))
-    ap.add_argument("--corpus", default=str(ROOT / "build" / "artifacts" / "corpus"))
-    args = ap.parse_args(argv)
-    tree = config.load(args.params)
-    _, p = config.paper_params("47", tree, {})
-    device = "cuda" if _cuda() else "cpu"
-    spec = co2.spec_from_params(p, tree.get("seed", 0))
+    args, p, seed, device = distributed.torchrun_args("47", ap, argv)
+    spec = co2.spec_from_params(p, seed)
     algo = {a.kind: a for a in co2.algos_from_params(p)}[args.algo]
     ratio = args.ratio if args.ratio > 0 else math.inf
     train, val = load_tokens(args.corpus, "train"), load_tokens(args.corpus, "val")
@@ -50,12 +45,6 @@ def main(argv=None) -> None:
         print(json.dumps({"algo": r["algo"], "ratio": r["ratio"], "world_size": out["world_size"],
                           "final_val_loss": r["curve"][-1]["val_loss"], "wall_s": r["wall_s"],
                           "exposed_s": r["exposed_s"], "step_s": out["step_s"]}))
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 if __name__ == "__main__":

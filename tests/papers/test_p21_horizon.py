@@ -105,3 +105,38 @@ def test_params_match_the_config_and_refuse_bad_values():
     moe = p.model.model_dump() | {"ffn": "moe", "n_experts": 4, "n_experts_per_token": 2, "d_expert": 64}
     with pytest.raises(ValueError, match="model: the engine streams Llama decoder layers"):
         config.Params(**(base | {"model": moe}))
+
+
+
+def test_data_parallel_on_two_ranks_equals_one_engine_on_the_full_batch(monkeypatch):
+    from paper21 import dp
+    from shared import distributed
+
+    g = torch.Generator().manual_seed(2)
+    data = [(torch.randint(0, V, (4, T), generator=g), torch.randint(0, V, (4, T), generator=g)) for _ in range(3)]
+    c = cfg()
+    single = zoo.build(spec(), seed=0)
+    engine = horizon.HorizonEngine(single, c)
+    losses = horizon.run_steps(engine, data, c.steps)
+    engine.close()
+    # the worker as one rank is the single engine, bit for bit (recording step 1's gradients changes nothing)
+    one = distributed.spawn(dp.worker, 1, args=(spec(), 0, c, data), kwargs={"record_grads": True})[0]
+    assert torch.equal(one["params"], torch.cat([q.detach().reshape(-1) for q in single.parameters()]))
+    assert one["losses"] == losses and len(one["grads"]) >= 3  # embedding, layers, head: stage by stage
+    results = distributed.spawn(dp.worker, 2, args=(spec(), 0, c, data), kwargs={"record_grads": True})  # 2 rows per rank
+    check = dp.agreement(results, one, dp.outside_eps_regime(spec(), 0, data[0]))
+    assert [r["world"] for r in results] == [2, 2] and check["ranks_agree"]
+    assert 0 < check["grad_max_rel_err"] <= 1e-5  # the all-reduced mean of the shards: fp32 summation order only
+    assert check["max_abs_diff_outside_eps"] <= check["max_abs_diff_vs_single"] <= 1e-5
+    assert results[0]["losses"] == pytest.approx(losses, abs=1e-6)
+    # the old behaviour (no all-reduce): each rank follows its own shard, the gradients are the shard's
+    monkeypatch.setattr(dp, "reduce_mean", lambda tensors: None)
+    alone = dp.agreement(distributed.spawn(dp.worker, 2, args=(spec(), 0, c, data), kwargs={"record_grads": True}), one)
+    assert not alone["ranks_agree"] and alone["max_abs_diff_vs_single"] > 1e-4 and alone["grad_max_rel_err"] > 1e-2
+
+
+def test_data_parallel_errors_name_the_key():
+    from paper21 import dp
+
+    with pytest.raises(ValueError, match="batch_size: 3 rows do not split into 2"):
+        dp.shard(torch.zeros(3, 4), 0, 2)

@@ -146,3 +146,38 @@ def test_lockstep_runs_every_setup_on_the_same_batches(tmp_path):
     assert not list(tmp_path.iterdir())  # every temporary tier deleted
     prof = costmodel.from_rows(memory.iloc[1:], swapped.iloc[1:], PROF.state_bytes, 1e10)
     assert prof.forward_s > 0 and prof.overlap_backward_extra_s >= 0
+
+
+@pytest.mark.parametrize("schedule", ["overlapped", "sequential"])
+def test_data_parallel_on_two_ranks_equals_one_run_on_the_full_batch(tmp_path, monkeypatch, schedule):
+    from paper37 import dp
+    from shared import distributed
+
+    data = batches(n=3, b=4)  # 4 rows: 2 per rank
+    single = zoo.build(SPEC, seed=0)
+    with ssd.Disk.temporary(tmp_path) as disk:
+        rows, _ = offload.train(single, data, CFG, disk, schedule=schedule)
+    args, kwargs = (SPEC, 0, CFG, data, tmp_path), {"schedule": schedule, "record_grads": True}
+    # the worker as one rank is the single run, bit for bit (recording step 1's gradients changes nothing)
+    one = distributed.spawn(dp.worker, 1, args=args, kwargs=kwargs)[0]
+    assert torch.equal(one["params"], torch.cat([q.detach().reshape(-1) for q in single.parameters()]))
+    assert one["losses"] == rows["loss"].tolist() and len(one["grads"]) == len(offload.chunks(single))
+    results = distributed.spawn(dp.worker, 2, args=args, kwargs=kwargs)
+    m = dp.compare(results, one, SPEC, 0, data[0])
+    assert [r["world"] for r in results] == [2, 2] and m["dp_ranks_agree"]
+    assert 0 < m["dp_grad_max_rel_err"] <= 1e-5  # the all-reduced mean of the rows: fp32 summation order only
+    assert m["dp_max_abs_diff_outside_eps"] <= m["dp_max_abs_diff_vs_single"] <= 1e-5
+    assert m["dp_loss_max_abs_diff"] <= 1e-6
+    # the old behaviour (no all-reduce): each rank follows its own rows and the replicas drift apart
+    monkeypatch.setattr(dp, "mean_over_ranks", lambda tensors: None)
+    alone = dp.compare(distributed.spawn(dp.worker, 2, args=args, kwargs=kwargs), one, SPEC, 0, data[0])
+    assert not alone["dp_ranks_agree"] and alone["dp_max_abs_diff_vs_single"] > 1e-4 and alone["dp_grad_max_rel_err"] > 1e-2
+
+
+def test_data_parallel_errors_name_the_key():
+    from paper37 import dp
+
+    from shared import distributed
+
+    with pytest.raises(RuntimeError, match="train.batch_size: 3 rows do not split into 2"):
+        distributed.spawn(dp.worker, 2, args=(SPEC, 0, CFG, batches(n=1, b=3), "/tmp"))

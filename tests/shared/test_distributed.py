@@ -88,3 +88,31 @@ def test_run_under_torchrun_needs_its_environment(monkeypatch):
         monkeypatch.delenv(key, raising=False)
     with pytest.raises(RuntimeError, match="RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT not set"):
         distributed.run_under_torchrun(_sum_of_ranks, (1.0,))
+
+
+def test_torchrun_args_parses_the_shared_arguments_and_loads_the_papers_params(tmp_path):
+    import argparse
+
+    import yaml
+
+    from shared import config
+
+    tree = config.compose(["scale=smoke", "seed=7", "p18.num_threads=2"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=5)
+    threads = torch.get_num_threads()
+    try:
+        args, p, seed, device = distributed.torchrun_args(
+            "18", parser, ["--steps", "3", "--params", str(tmp_path / "params.yaml"), "--corpus", "/c"])
+        assert torch.get_num_threads() == 2  # the paper's num_threads applied
+    finally:
+        torch.set_num_threads(threads)
+    assert (args.steps, args.corpus, seed, p.num_threads) == (3, "/c", 7, 2)
+    assert device == ("cuda" if torch.cuda.is_available() else "cpu")
+    tree["p18"]["num_threads"] = 0  # an invalid value: the error names the key
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(tree))
+    with pytest.raises(config.ParamError, match="num_threads"):
+        distributed.torchrun_args("18", argparse.ArgumentParser(), ["--params", str(tmp_path / "bad.yaml")])
+    with pytest.raises(config.ParamError, match="missing"):
+        distributed.torchrun_args("18", argparse.ArgumentParser(), ["--params", str(tmp_path / "none.yaml")])
