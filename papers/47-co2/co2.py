@@ -11,20 +11,29 @@ the corpus, with its own inner optimizer (AdamW or SGD; optimizer states stay lo
             uses the average of the previous round (one round stale), the staleness-gap penalty
             lambda and outer-momentum clipping phi
 
-The outer update (:func:`outer_update`), with anchor ``a`` (the parameters a round starts from,
-the same on every rank), pseudo-gradient ``d``, momentum ``m``:
+The outer update (:func:`outer_update`), with anchor ``a``, pseudo-gradient ``d``, momentum ``m``:
 
     m <- beta * m + d / lambda
     m <- clamp(m, -phi, phi)          (phi = inf: no clipping)
-    a <- a - alpha * m ;   every rank's local parameters <- a
+    a <- a - alpha * m ;   the rank's parameters <- a
 
-slowmo: ``d = a_t - mean_i x_t^i`` (this round's average, fresh). co2: the average that has
-just arrived is the previous round's, ``mean_i x_{t-1}^i`` (one round stale); with
-``reference="current"`` (the default: the notes' and the released code's ``x_old``)
-``d = a_t - mean_i x_{t-1}^i``, with ``reference="own"`` ``d = a_{t-1} - mean_i x_{t-1}^i`` (the
-previous round's progress from its own anchor: every round's progress enters exactly once, one
-round late). The last average is applied after the last round (the final model includes every
-round's work).
+slowmo: ``d = a - mean_i x^i`` (this round's average, fresh; the anchor is the same on every rank).
+co2 (:func:`co2_round`, ``reference="live"``, the default): the parameters that are averaged are
+the live ones: at the end of round t a rank waits for the average of what the ranks launched at
+the end of round t-1 (one round stale), puts it in place of its own launched copy and keeps the
+progress it made since (``x <- x - sent + mean(sent)``), applies the outer update to that with its
+anchor (``d = a - x``), sets its parameters to the new anchor and launches their average
+(``async_op=True``), which the next tau steps hide. Averaged over the ranks this is SlowMo's update
+on the fresh average (the rule is linear), so no round's progress is lost; each rank's own anchor
+differs from the mean by its last round's deviation, which the next arrival removes. This is the
+data flow of the released code (weigao266/fairscale-CO2, gossip/co2.py: the outer step on the live
+parameters against ``old_params``, then an all-reduce of the live parameters in a background
+thread), without its in-place race. The two earlier readings stay as named options for comparison:
+``reference="current"`` (``d = a_t - mean_i x_{t-1}^i``: with alpha = lambda = 1, beta = 0 the anchor
+is reset to the stale average, so the runs form two interleaved chains and a round's progress can
+be lost: tests/papers/test_p47_co2.py pins it) and ``reference="own"`` (``d = a_{t-1} - mean_i
+x_{t-1}^i``: every round's progress enters once, one round late, from a point that lacks it). After
+the last round the last average is applied (the final model is the same on every rank).
 
 Communication goes through :func:`shared.distributed.all_reduce` with an emulated
 :class:`~shared.distributed.Link`: the real gloo/nccl collective, never faster than the α-β
@@ -48,6 +57,7 @@ from shared.distributed import Link
 
 KINDS = ("ddp", "local", "slowmo", "co2")
 INNER = ("adamw", "sgd")
+REFERENCES = ("live", "current", "own")  # co2's outer update: the paper's data flow first (co2_round)
 
 
 @dataclass(frozen=True)
@@ -61,11 +71,7 @@ class Algo:
     gap_penalty: float = 1.0  # lambda (co2)
     clip: float = math.inf  # phi (co2); inf: no clipping
     label: str = ""
-    reference: str = "current"  # co2: pseudo-gradient from the current anchor (the notes) or the arrived round's own
-
-    @property
-    def _reference_ok(self) -> bool:
-        return self.reference in ("current", "own")
+    reference: str = "live"  # co2: see REFERENCES and co2_round
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -74,8 +80,8 @@ class Algo:
             raise ValueError(f"Algo.tau: must be >= 1 (ddp: 1), got {self.tau} for {self.kind}")
         if not self.gap_penalty > 0:
             raise ValueError(f"Algo.gap_penalty: must be > 0, got {self.gap_penalty}")
-        if not self._reference_ok:
-            raise ValueError(f"Algo.reference={self.reference!r} is not allowed; allowed: current, own")
+        if self.reference not in REFERENCES:
+            raise ValueError(f"Algo.reference={self.reference!r} is not allowed; allowed: {', '.join(REFERENCES)}")
         if not self.clip > 0:
             raise ValueError(f"Algo.clip: must be > 0 (inf: no clipping), got {self.clip}")
 
@@ -118,6 +124,46 @@ def outer_update(anchor: torch.Tensor, pseudo_grad: torch.Tensor, momentum: torc
     if math.isfinite(clip):
         m = m.clamp(-clip, clip)
     return anchor - lr * m, m
+
+
+@dataclass
+class OuterState:
+    """One rank's CO2 state between rounds."""
+
+    anchor: torch.Tensor
+    momentum: torch.Tensor
+    sent: torch.Tensor | None = None  # live: what this rank launched at the end of the last round
+    prev_anchor: torch.Tensor | None = None  # own: the anchor of the round whose average is in flight
+
+
+def co2_round(algo: Algo, state: OuterState, local: torch.Tensor, arrived: torch.Tensor | None):
+    """One CO2 round boundary on one rank (pure): ``local`` = its parameters after the round's tau
+    steps, ``arrived`` = the average launched at the end of the previous round (None after the
+    first). Returns (parameters to continue from, tensor to launch the average of); ``state`` is
+    updated in place. See the module docstring for the three references."""
+    kw = dict(beta=algo.outer_momentum, gap_penalty=algo.gap_penalty, clip=algo.clip, lr=algo.outer_lr)
+    if algo.reference == "live":
+        x = local if arrived is None else local - state.sent + arrived
+        state.anchor, state.momentum = outer_update(state.anchor, state.anchor - x, state.momentum, **kw)
+        state.sent = state.anchor.clone()
+        return state.anchor, state.sent
+    anchor = state.anchor
+    if arrived is not None:
+        ref = anchor if algo.reference == "current" else state.prev_anchor
+        state.anchor, state.momentum = outer_update(anchor, ref - arrived, state.momentum, **kw)
+    state.prev_anchor = anchor
+    return state.anchor, local
+
+
+def co2_drain(algo: Algo, state: OuterState, local: torch.Tensor, arrived: torch.Tensor) -> torch.Tensor:
+    """After the last round: apply the last average (live: in place of the launched copy, which
+    ``local`` still equals; current/own: one more outer update). Returns the final parameters."""
+    if algo.reference == "live":
+        return local - state.sent + arrived
+    ref = state.anchor if algo.reference == "current" else state.prev_anchor
+    state.anchor, state.momentum = outer_update(state.anchor, ref - arrived, state.momentum, beta=algo.outer_momentum,
+                                                gap_penalty=algo.gap_penalty, clip=algo.clip, lr=algo.outer_lr)
+    return state.anchor
 
 
 def overlap_exposed_fraction(kind: str, ratio: float, tau: int) -> float:
@@ -222,8 +268,9 @@ def train_rank(algo: Algo, spec: RunSpec, train_tokens: np.ndarray, val_tokens: 
                link: Link | None = None, device: str = "cpu") -> dict:
     """Train one rank (call inside a process group); returns its history and timing.
 
-    The global model (DDP: the model; others: the anchor) is snapshotted every ``eval_every``
-    steps and evaluated after training, so evaluation never hides communication."""
+    The global model (DDP: the model; others: the anchor, co2 live: the mean of the ranks' anchors)
+    is snapshotted every ``eval_every`` steps and evaluated after training, so evaluation never
+    hides communication."""
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(spec.seed)
     model = zoo.build(spec.model, seed=spec.seed).to(device)
@@ -234,8 +281,7 @@ def train_rank(algo: Algo, spec: RunSpec, train_tokens: np.ndarray, val_tokens: 
                            seed=spec.seed + 1000 * (rank + 1), device=device)
     params = list(model.parameters())
     anchor = parameters_to_vector(params).detach().clone()
-    momentum = torch.zeros_like(anchor)
-    prev_anchor = None  # co2: the anchor of the round whose average is in flight
+    state = OuterState(anchor=anchor, momentum=torch.zeros_like(anchor))  # slowmo and co2
     pending = None
     eval_every = spec.eval_every or spec.steps
     if spec.steps % algo.tau or eval_every % algo.tau:
@@ -245,8 +291,7 @@ def train_rank(algo: Algo, spec: RunSpec, train_tokens: np.ndarray, val_tokens: 
 
     def snapshot(step: int):
         t = time.perf_counter()
-        snapshots.append((step, clock.now(), parameters_to_vector(params).detach().clone()
-                          if algo.kind == "ddp" else anchor.clone()))
+        snapshots.append((step, clock.now(), parameters_to_vector(params).detach().clone()))
         clock.paused += time.perf_counter() - t
 
     def set_params(vec):
@@ -272,34 +317,26 @@ def train_rank(algo: Algo, spec: RunSpec, train_tokens: np.ndarray, val_tokens: 
         rows.append({"step": done, "train_loss": float(loss.detach()), "lr": lr, "seconds": clock.now()})
         if algo.kind != "ddp" and done % algo.tau == 0:
             local = parameters_to_vector(params).detach().clone()
+            t1 = time.perf_counter()
             if algo.kind == "co2":
-                t1 = time.perf_counter()
                 arrived = pending.wait() if pending is not None else None  # the previous round's average
                 clock.exposed += time.perf_counter() - t1
-                pending = distributed.all_reduce(local.clone(), op="mean", link=link, async_op=True)
                 t0 = time.perf_counter()
-                if arrived is not None:
-                    ref = anchor if algo.reference == "current" else prev_anchor
-                    anchor_next, momentum = outer_update(anchor, ref - arrived, momentum,
-                                                         beta=algo.outer_momentum, gap_penalty=algo.gap_penalty,
-                                                         clip=algo.clip, lr=algo.outer_lr)
-                else:
-                    anchor_next = anchor
-                prev_anchor = anchor
+                anchor, send = co2_round(algo, state, local, arrived)
+                pending = distributed.all_reduce(send.clone(), op="mean", link=link, async_op=True)
             else:
-                t1 = time.perf_counter()
                 arrived = distributed.all_reduce(local.clone(), op="mean", link=link)
                 clock.exposed += time.perf_counter() - t1
                 t0 = time.perf_counter()
                 if algo.kind == "local":
-                    anchor_next = arrived
+                    anchor = arrived
                 else:
-                    anchor_next, momentum = outer_update(anchor, anchor - arrived, momentum, beta=algo.outer_momentum,
-                                                         lr=algo.outer_lr)
+                    anchor, state.momentum = outer_update(anchor, anchor - arrived, state.momentum,
+                                                          beta=algo.outer_momentum, lr=algo.outer_lr)
+                send = local
             if spec.record:
-                rounds.append({"step": done, "local": _np(local), "anchor": _np(anchor),
+                rounds.append({"step": done, "local": _np(local), "sent": _np(send), "params": _np(anchor),
                                "arrived": None if arrived is None else _np(arrived)})
-            anchor = anchor_next
             set_params(anchor)
             clock.compute += time.perf_counter() - t0
         if done % eval_every == 0 and done < spec.steps:
@@ -308,9 +345,7 @@ def train_rank(algo: Algo, spec: RunSpec, train_tokens: np.ndarray, val_tokens: 
         t1 = time.perf_counter()
         arrived = pending.wait()
         clock.exposed += time.perf_counter() - t1
-        ref = anchor if algo.reference == "current" else prev_anchor
-        anchor, momentum = outer_update(anchor, ref - arrived, momentum, beta=algo.outer_momentum,
-                                        gap_penalty=algo.gap_penalty, clip=algo.clip, lr=algo.outer_lr)
+        anchor = co2_drain(algo, state, parameters_to_vector(params).detach().clone(), arrived)
         set_params(anchor)
     total = clock.now()
     snapshot(spec.steps)
@@ -320,6 +355,9 @@ def train_rank(algo: Algo, spec: RunSpec, train_tokens: np.ndarray, val_tokens: 
     mine = val[rank::world]
     curve = []
     for step, seconds, vec in snapshots:
+        if algo.kind == "co2" and algo.reference == "live":  # the ranks' anchors differ by their last round's
+            dist.all_reduce(vec)  # deviation: the global model is their mean (the others: equal on every rank)
+            vec = vec / world
         set_params(vec)
         loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
         if mine:
@@ -466,7 +504,9 @@ def run_sweep(p, algos: list[Algo], ratios: list[float], spec: RunSpec, corpus_d
     backend = distributed.default_backend(device)
     if backend == "nccl" and torch.cuda.device_count() < p.world_size:
         backend = "gloo"  # ranks sharing one GPU: NCCL refuses that, gloo all-reduces CUDA tensors through the host
-    return distributed.spawn(sweep_worker, p.world_size, args=args, backend=backend, threads_per_rank=p.num_threads)[0]
+    # a whole sweep runs in one spawn: on a loaded box the cpu sweep alone took > 600 s (spawn's default)
+    return distributed.spawn(sweep_worker, p.world_size, args=args, backend=backend, threads_per_rank=p.num_threads,
+                             timeout_s=3600)[0]
 
 
 def algos_from_params(p) -> list[Algo]:

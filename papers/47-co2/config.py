@@ -30,9 +30,10 @@ class Params(BaseModel):
     outer_lr: float = Field(gt=0, description="alpha of slowmo and co2")
     gap_penalty: float = Field(gt=0, description="co2's staleness-gap penalty lambda (1: none)")
     clip: float = Field(gt=0, description="co2's outer-momentum clipping phi (.inf: none)")
-    co2_reference: Literal["current", "own"] = Field(
-        description="co2's pseudo-gradient: current anchor - arrived average (the notes' x_old - x_avg), or the "
-        "arrived round's own anchor - its average")
+    co2_reference: Literal["live", "current", "own"] = Field(
+        description="co2's outer update (co2.co2_round): live = the stale average replaces the rank's launched "
+        "copy, the round's local progress kept, outer step on that (the paper's/released data flow); current = "
+        "current anchor - stale average (resets to it: loses progress); own = the arrived round's anchor - its average")
     ratios: list[float] = Field(min_length=1, description="T_allreduce / T_compute(one step) of the emulated links")
     claim_ratio: float = Field(gt=0, description="the ratio of the time-to-target claims (one of ratios)")
     target_fraction: float = Field(gt=0, le=1, description="target loss = DDP's val loss at this fraction of its run")

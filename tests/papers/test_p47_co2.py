@@ -61,29 +61,84 @@ def _record(algo, spec):
     return out
 
 
-@pytest.mark.parametrize("reference", ["current", "own"])
-def test_co2_average_is_exactly_one_round_stale(reference):
+def _simulate(algo, progress, x0=0.0):
+    """Run co2_round/co2_drain for len(progress) ranks by hand: each round, rank i's local steps add
+    progress[i][t] to its parameters; the all-reduce is the mean of what the ranks launched the round
+    before (one round stale). Returns each rank's final parameters."""
+    ranks = len(progress)
+    states = [co2.OuterState(anchor=torch.tensor([x0]), momentum=torch.zeros(1)) for _ in range(ranks)]
+    params = [torch.tensor([x0]) for _ in range(ranks)]
+    in_flight = None
+    for t in range(len(progress[0])):
+        arrived, sent = in_flight, []
+        for i in range(ranks):
+            local = params[i] + progress[i][t]
+            params[i], out = co2.co2_round(algo, states[i], local, arrived)
+            sent.append(out)
+        in_flight = sum(sent) / ranks
+    return [co2.co2_drain(algo, states[i], params[i], in_flight) for i in range(ranks)]
+
+
+# two ranks, three rounds; the local steps add these amounts (round 0, 1, 2), mean 2, 20, 200
+PROGRESS = [[1.0, 10.0, 100.0], [3.0, 30.0, 300.0]]
+
+
+def test_co2_keeps_every_rounds_progress_by_hand():
+    """alpha = 1, beta = 0, lambda = 1 (the released defaults with beta = 0). By hand, live: round 0
+    ends at 1 and 3, nothing has arrived, the ranks go on from there and launch 1, 3; round 1 ends at
+    11 and 33, the mean 2 replaces the launched copies: 12 and 32, launched; round 2 ends at 112 and
+    332, the mean 22 replaces 12 and 32: 122 and 322, launched; the drain gives their mean 222 =
+    0 + 2 + 20 + 200 on both ranks. The earlier default (current) resets the anchor to the stale
+    average: 0, 0 + (2 - 0) = 2, 2 + (20 - 2) = 20, 20 + (202 - 20) = 202: round 1's 20 is lost."""
+    live = _simulate(co2.Algo("co2", tau=1), PROGRESS)
+    assert [float(x) for x in live] == [222.0, 222.0]
+    current = _simulate(co2.Algo("co2", tau=1, reference="current"), PROGRESS)
+    assert [float(x) for x in current] == [202.0, 202.0]  # the bug the review found (kept as an option)
+    own = _simulate(co2.Algo("co2", tau=1, reference="own"), PROGRESS)
+    assert [float(x) for x in own] == [222.0, 222.0]  # every round once, one round late
+
+
+def test_live_co2_mean_follows_slowmo_on_the_fresh_average():
+    """beta = 0.5, lambda = 2, alpha = 0.8, no clipping: the outer rule is linear, so the mean of the
+    ranks' anchors after each round is SlowMo's update with that round's (fresh) average progress."""
+    algo = co2.Algo("co2", tau=1, outer_momentum=0.5, gap_penalty=2.0, outer_lr=0.8)
+    states = [co2.OuterState(anchor=torch.zeros(1), momentum=torch.zeros(1)) for _ in range(2)]
+    params, in_flight = [torch.zeros(1), torch.zeros(1)], None
+    slow_a, slow_m = torch.zeros(1), torch.zeros(1)
+    for t in range(3):
+        arrived, sent = in_flight, []
+        for i in range(2):
+            params[i], out = co2.co2_round(algo, states[i], params[i] + PROGRESS[i][t], arrived)
+            sent.append(out)
+        in_flight = sum(sent) / 2
+        fresh = slow_a + (PROGRESS[0][t] + PROGRESS[1][t]) / 2
+        slow_a, slow_m = co2.outer_update(slow_a, slow_a - fresh, slow_m, beta=0.5, gap_penalty=2.0, lr=0.8)
+        assert torch.allclose(in_flight, slow_a, atol=0, rtol=1e-6)
+    assert not torch.allclose(states[0].anchor, states[1].anchor)  # the ranks themselves differ until averaged
+
+
+@pytest.mark.parametrize("reference", co2.REFERENCES)
+def test_co2_training_is_co2_round_with_one_round_stale_average(reference):
     algo = co2.Algo("co2", tau=2, outer_momentum=0.5, gap_penalty=2.0, clip=0.05, reference=reference)
     out = _record(algo, _spec(steps=8, record=True))
     r0, r1 = out
-    rounds = r0["rounds"]
-    assert len(rounds) == 4 and rounds[0]["arrived"] is None  # nothing has arrived after the first round
-    momentum = torch.zeros_like(rounds[0]["anchor"])
-    for t in range(1, 4):
-        # what arrived at the end of round t is the mean of the ranks' parameters at the end of round t-1
-        mean_prev = (r0["rounds"][t - 1]["local"] + r1["rounds"][t - 1]["local"]) / 2
-        assert torch.allclose(rounds[t]["arrived"], mean_prev, atol=1e-7, rtol=0)
-        assert torch.equal(r0["rounds"][t]["arrived"], r1["rounds"][t]["arrived"])
-        # the anchor of round t+1 is the outer update with the average of round t-1, measured from the
-        # current anchor (the notes' x_old) or from round t-1's own anchor
-        ref = rounds[t]["anchor"] if reference == "current" else rounds[t - 1]["anchor"]
-        new_anchor, momentum = co2.outer_update(rounds[t]["anchor"], ref - rounds[t]["arrived"],
-                                                momentum, beta=0.5, gap_penalty=2.0, clip=0.05)
-        following = rounds[t + 1]["anchor"] if t + 1 < 4 else None
-        if following is not None:
-            assert torch.equal(following, new_anchor)
-    # the ranks end on the same model
-    assert torch.equal(r0["final"], r1["final"])
+    assert len(r0["rounds"]) == 4 and r0["rounds"][0]["arrived"] is None  # nothing has arrived after round 0
+    states = [co2.OuterState(anchor=_initial(), momentum=torch.zeros_like(_initial())) for _ in range(2)]
+    for t in range(4):
+        for i, r in enumerate(out):
+            rd = r["rounds"][t]
+            if t:  # what arrived at the end of round t is the mean of what the ranks launched at the end of round t-1
+                mean_prev = (r0["rounds"][t - 1]["sent"] + r1["rounds"][t - 1]["sent"]) / 2
+                assert torch.allclose(rd["arrived"], mean_prev, atol=1e-7, rtol=0)
+            # the rank's parameters after the round are co2_round's, replayed from the recorded inputs
+            new, send = co2.co2_round(algo, states[i], rd["local"], rd["arrived"])
+            assert torch.allclose(rd["params"], new, atol=1e-6, rtol=0)
+            assert torch.allclose(rd["sent"], send, atol=1e-6, rtol=0)
+    assert torch.equal(r0["final"], r1["final"])  # the ranks end on the same model
+
+
+def _initial():
+    return torch.nn.utils.parameters_to_vector(zoo.build(TINY, seed=0).parameters()).detach().clone()
 
 
 def test_local_sgd_with_tau_one_equals_ddp_sgd():
