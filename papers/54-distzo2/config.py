@@ -20,12 +20,14 @@ class Params(BaseModel):
     mem_batch: int = Field(ge=1, description="sequences per step in the memory measurement")
     mem_seq: int = Field(ge=2, description="tokens per sequence in the memory measurement")
 
-    # --- (b) convergence: MeZO fine-tune of a pretrained tinylm model on held-out text (notebook 01) ---
+    # --- (b) convergence: MeZO vs AdamW fine-tune of a pretrained tinylm model, held-out text (notebook 01) ---
     conv_model: str = Field(min_length=1, description="tinylm artifact model fine-tuned with MeZO")
     conv_steps: int = Field(ge=1, description="MeZO steps of the fine-tune")
     conv_batch: int = Field(ge=1, description="sequences per MeZO step")
     conv_seq: int = Field(ge=2, description="tokens per sequence (<= the tinylm's max_seq_len)")
-    conv_lr: float = Field(gt=0, description="MeZO learning rate of the fine-tune")
+    conv_sweep_lrs: list[float] = Field(min_length=1, description="MeZO learning rates tried before the run; the best on the TRAIN split is used")
+    conv_sweep_steps: int = Field(ge=1, description="MeZO steps per learning rate of the sweep (from the pretrained weights)")
+    conv_fo_lr: float = Field(gt=0, description="AdamW learning rate of the first-order reference fine-tune (same data, same steps)")
     conv_eval_every: int = Field(ge=1, description="steps between evaluations of the held-out loss")
     conv_eval_batches: int = Field(ge=1, description="fixed evaluation batches of the held-out loss")
 
@@ -56,6 +58,8 @@ class Params(BaseModel):
         for key in ("dist_batch",):
             if getattr(self, key) % 2:
                 raise ValueError(f"{key}: must be even (DDP splits it into 2 shards), got {getattr(self, key)}")
+        if any(r <= 0 for r in self.conv_sweep_lrs):
+            raise ValueError(f"conv_sweep_lrs: every learning rate must be > 0, got {self.conv_sweep_lrs}")
         if any(r <= 0 for r in self.off_copy_ratios):
             raise ValueError(f"off_copy_ratios: every ratio must be > 0, got {self.off_copy_ratios}")
         for key in ("mem_model", "off_model", "dist_model"):

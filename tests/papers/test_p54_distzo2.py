@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from paper54 import config, dist, memory, mezo, offload
+from paper54 import config, dist, finetune, memory, mezo, offload
 from shared import zoo
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -109,7 +109,36 @@ def test_mezo_peak_memory_is_inference_like():
     assert peaks["mezo"] < 0.5 * peaks["adamw"] and peaks["mezo"] < 1.5 * peaks["inference"]
 
 
+def test_lr_sweep_scores_on_the_train_split_and_leaves_the_model_untouched():
+    model, data = make_model(), batches(n=4)
+    before = mezo.flat(model)
+    lr, rows = finetune.sweep_lr(model, data, data[:2], [1e-4, 1e-2, 50.0], steps=4, eps=1e-3, seed=0)
+    assert torch.equal(mezo.flat(model), before)  # each candidate trains a copy
+    assert [r["lr"] for r in rows] == [1e-4, 1e-2, 50.0]
+    best = min(rows, key=lambda r: r["train_loss_after"])
+    assert lr == best["lr"] != 50.0  # a diverging lr is never chosen
+    for r in rows:  # the score is the loss of a copy trained with that lr, on the given (train) batches
+        trial = make_model()
+        finetune.finetune(trial, data, 4, "mezo", r["lr"], 1e-3, 0)
+        assert mezo.eval_loss(trial, data[:2]) == r["train_loss_after"]
+
+
+def test_first_order_reference_runs_on_the_same_batches_and_lowers_the_loss():
+    data = batches(n=12)
+    model = make_model()
+    curve, rows = finetune.finetune(model, data, 12, "adamw", 3e-3, 1e-3, 0, held=data[:3], eval_every=6)
+    assert [c["step"] for c in curve] == [0, 6, 12] and curve[-1]["heldout_loss"] < curve[0]["heldout_loss"] - 0.05
+    fresh = make_model()
+    assert rows[0]["train_loss"] == pytest.approx(float(mezo.lm_loss(fresh, *data[0])), abs=1e-12)  # batch 0 first
+    z_curve, z_rows = finetune.finetune(make_model(), data, 12, "mezo", 1e-3, 1e-3, 0, held=data[:3], eval_every=6)
+    assert len(z_rows) == len(rows) and "g" in z_rows[0]
+
+
 def test_errors_name_the_key():
+    with pytest.raises(ValueError, match="method: must be mezo or adamw"):
+        finetune.finetune(make_model(), batches(), 1, "sgd", 1e-3, 1e-3, 0)
+    with pytest.raises(ValueError, match="conv_sweep_lrs: needs at least one"):
+        finetune.sweep_lr(make_model(), batches(), batches(), [], 1, 1e-3, 0)
     with pytest.raises(ValueError, match="eps: must be > 0"):
         mezo.ZOConfig(eps=0)
     with pytest.raises(ValueError, match="zo_grad: needs as many"):
@@ -129,5 +158,7 @@ def test_params_validation(smoke_params):
     config.Params(**tree)
     with pytest.raises(ValueError, match="dist_batch: must be even"):
         config.Params(**(tree | {"dist_batch": 3}))
+    with pytest.raises(ValueError, match="conv_sweep_lrs: every learning rate must be > 0"):
+        config.Params(**(tree | {"conv_sweep_lrs": [1e-4, 0.0]}))
     with pytest.raises(ValueError, match="dist_strategies: must include serial"):
         config.Params(**(tree | {"dist_strategies": ["pertp", "ddp"]}))

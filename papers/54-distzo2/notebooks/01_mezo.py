@@ -6,7 +6,7 @@
 # published ZO2 GPU-memory table (OPT-1.3B..175B, data/) against a three-term model fitted
 # without 175B and extrapolated to it. (b) MeZO fine-tune of the stdlib-pretrained tinylm
 # `conv_model` on held-out text (the corpus's val split: first 80 % to train, the rest to
-# evaluate). Feeds the mem-*, zo2-* and conv-* claims.
+# evaluate), MeZO's lr chosen on the train split, against AdamW on the same batches. Feeds the mem-*, zo2-* and conv-* claims.
 
 # %% tags=["parameters"]
 scale = ""      # empty: params.yaml as composed; or smoke, cpu, gpu to compose afresh
@@ -83,12 +83,14 @@ fig.tight_layout()
 run.save_figure(fig, "fig1_memory")
 
 # %% [markdown]
-# (b) Convergence: MeZO on the pretrained tinylm, held-out text.
+# (b) Convergence: MeZO on the pretrained tinylm, held-out text, against a first-order (AdamW)
+# fine-tune on the same batches for the same steps. MeZO's lr is chosen first, by a short sweep
+# scored on the TRAIN split only (`paper54.finetune.sweep_lr`).
 
 # %%
 import pandas as pd
 
-from paper54 import mezo
+from paper54 import finetune
 from shared import corpus, zoo
 
 started = time.perf_counter()
@@ -97,34 +99,45 @@ lm, spec = zoo.load(tinylm_dir / p.conv_model)
 val = corpus.load_tokens(corpus_dir, "val")
 cut = int(len(val) * 0.8)
 train = corpus.TokenBatches(val[:cut], p.conv_batch, p.conv_seq, seed=run.seed)
+train_score = corpus.eval_batches(val[:cut], p.conv_batch, p.conv_seq, p.conv_eval_batches)
 held = corpus.eval_batches(val[cut:], p.conv_batch, p.conv_seq, p.conv_eval_batches)
-cfg = mezo.ZOConfig(eps=p.eps, lr=p.conv_lr, seed=run.seed)
-params = mezo.indexed(lm)
-curve = [{"step": 0, "heldout_loss": mezo.eval_loss(lm, held)}]
-train_losses = []
-for t in run.progress(range(p.conv_steps), desc="MeZO fine-tune"):
-    x, y = train[t]
-    lp, lm_, g = mezo.mezo_step(params, lambda: mezo.lm_loss(lm, x, y), cfg, t)
-    train_losses.append({"step": t, "train_loss": (lp + lm_) / 2, "g": g})
-    if (t + 1) % p.conv_eval_every == 0 or t + 1 == p.conv_steps:
-        curve.append({"step": t + 1, "heldout_loss": mezo.eval_loss(lm, held)})
-curve, train_losses = pd.DataFrame(curve), pd.DataFrame(train_losses)
+conv_lr, sweep = finetune.sweep_lr(lm, train, train_score, p.conv_sweep_lrs, p.conv_sweep_steps, p.eps, run.seed)
+sweep = pd.DataFrame(sweep)
+run.save_table(sweep, "convergence_lr_sweep")
+curves, train_rows = [], []
+for method, lr in (("mezo", conv_lr), ("adamw", p.conv_fo_lr)):
+    model = lm if method == "mezo" else zoo.load(tinylm_dir / p.conv_model)[0]
+    curve, rows = finetune.finetune(model, train, p.conv_steps, method, lr, p.eps, run.seed, held=held,
+                                    eval_every=p.conv_eval_every, progress=run.progress)
+    curves += [r | {"method": method, "lr": lr} for r in curve]
+    train_rows += [r | {"method": method, "lr": lr} for r in rows]
+curve, train_losses = pd.DataFrame(curves), pd.DataFrame(train_rows)
 run.save_table(curve, "convergence_heldout")
 run.save_table(train_losses, "convergence_train")
+ends = curve.groupby("method")["heldout_loss"].agg(["first", "last"])
+drop = (ends["first"] - ends["last"]).round(5)
 run.log_metrics({
-    "conv_heldout_loss_start": round(float(curve["heldout_loss"].iloc[0]), 5),
-    "conv_heldout_loss_end": round(float(curve["heldout_loss"].iloc[-1]), 5),
-    "conv_heldout_drop": round(float(curve["heldout_loss"].iloc[0] - curve["heldout_loss"].iloc[-1]), 5),
+    "conv_lr_chosen": conv_lr,
+    "conv_lr_sweep": {f"{r.lr:g}": round(float(r.train_loss_after), 5) for r in sweep.itertuples()},
+    "conv_lr_sweep_train_loss_before": round(float(sweep["train_loss_before"].iloc[0]), 5),
+    "conv_heldout_loss_start": round(float(ends.loc["mezo", "first"]), 5),
+    "conv_heldout_loss_end": round(float(ends.loc["mezo", "last"]), 5),
+    "conv_heldout_drop": float(drop["mezo"]),
+    "conv_fo_heldout_loss_end": round(float(ends.loc["adamw", "last"]), 5),
+    "conv_fo_heldout_drop": float(drop["adamw"]),
+    "conv_fo_minus_mezo_drop": round(float(drop["adamw"] - drop["mezo"]), 5),
 })  # fmt: skip
 run.log_timings({"conv_seconds": round(time.perf_counter() - started, 2)})
-curve.T
+sweep
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.6))
-smooth = train_losses["train_loss"].rolling(max(len(train_losses) // 20, 1), min_periods=1).mean()
-ax.plot(train_losses["step"], smooth, label="train (mean of L+ and L-, smoothed)", alpha=0.8)
-ax.plot(curve["step"], curve["heldout_loss"], "o-", label="held-out")
-ax.set(xlabel="MeZO step", ylabel="loss (nats/token)", title=f"MeZO fine-tune of tinylm {p.conv_model} on held-out text")
-ax.legend()
+for method, rows in train_losses.groupby("method"):
+    smooth = rows["train_loss"].rolling(max(len(rows) // 20, 1), min_periods=1).mean()
+    ax.plot(rows["step"], smooth, alpha=0.6, label=f"{method} train (smoothed)")
+for method, rows in curve.groupby("method"):
+    ax.plot(rows["step"], rows["heldout_loss"], "o-", label=f"{method} held-out (lr {rows['lr'].iloc[0]:g})")
+ax.set(xlabel="step", ylabel="loss (nats/token)", title=f"MeZO vs AdamW fine-tune of tinylm {p.conv_model}")
+ax.legend(fontsize=7)
 fig.tight_layout()
 run.save_figure(fig, "fig3_convergence")
