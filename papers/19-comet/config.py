@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # the named schemes of paper19.fmpq.SCHEMES (a test keeps the two in step)
 SchemeName = Literal["fp32", "w8a8", "w4a4", "w4a4_g", "w4a4_fmpq", "comet"]
-MINILM_NEEDED = ("fp32", "w8a8", "w4a4", "comet")  # what the minilm-* metrics compare
+MINILM_NEEDED = ("fp32", "w8a8", "w4a4", "w4a4_g", "w4a4_fmpq", "comet")  # what the minilm-* metrics compare
 
 
 class Params(BaseModel):
@@ -30,7 +30,7 @@ class Params(BaseModel):
     minilm_calib_texts: int = Field(ge=1, description="other docstring summaries for calibration")
     minilm_max_length: int = Field(ge=16, description="MiniLM tokens per text (truncation)")
     minilm_batch_size: int = Field(ge=1, description="texts per MiniLM forward")
-    minilm_schemes: list[SchemeName] = Field(min_length=4, description="named schemes run on MiniLM (fp32, w8a8, w4a4, comet at least)")
+    minilm_schemes: list[SchemeName] = Field(min_length=6, description="named schemes run on MiniLM (all six: the minilm metrics compare them)")
     minilm_sweep: bool = Field(description="also run COMET at every int8_fractions share on MiniLM")
     minilm_group: int = Field(ge=2, le=384, description="MiniLM: channels per activation / weight group")
     minilm_kv_group: int = Field(ge=2, le=32, description="MiniLM: head dims per K/V scale (head_dim 32)")

@@ -118,3 +118,14 @@ def minilm_table(model, tokenizer, calib_texts: Sequence[str], queries: Sequence
                      "neighbour_agreement": neighbour_agreement((q, d), (ref_q, ref_d), k)})
     fmpq.set_kv_quant(model, None)
     return pd.DataFrame(rows)
+
+
+def int8_groups_vs_group_scales(values, lower_is_better: bool) -> tuple[float, float | None]:
+    """FMPQ's INT8 groups isolated from its per-(token, group) scales, from one quality number per
+    scheme (``values[name]`` for w4a4, w4a4_g, w4a4_fmpq): (the gain of W4 + FMPQ over per-group W4A4
+    with no INT8 group, > 0 where the INT8 groups help; that gain as a share of FMPQ's whole gain over
+    uniform W4A4, None where FMPQ gains nothing over it)."""
+    sign = -1.0 if lower_is_better else 1.0
+    int8 = sign * (float(values["w4a4_fmpq"]) - float(values["w4a4_g"]))
+    total = sign * (float(values["w4a4_fmpq"]) - float(values["w4a4"]))
+    return int8, (int8 / total if total > 0 else None)

@@ -28,7 +28,7 @@ class Params(BaseModel):
     max_length: int = Field(ge=8, description="MiniLM tokens per text (truncation)")
     top_k: int = Field(ge=1, description="retrieval agreement: nearest neighbours compared")
 
-    # --- (a) the tiny LM (notebook 02) ---
+    # --- (a) the tiny LM (notebook 01) ---
     lm_model: str = Field(min_length=1, description="tinylm artifact model quantised")
     lm_group: int = Field(ge=2, description="INT4 group on the tiny LM (must divide d_model and d_ff)")
     lm_methods: list[Method] = Field(min_length=1, description="methods of the perplexity study")
@@ -37,7 +37,7 @@ class Params(BaseModel):
     lm_calib_batches: int = Field(ge=1, description="train-split batches whose activations calibrate")
     lm_eval_batches: int = Field(ge=1, description="validation batches of the perplexity")
 
-    # --- (b) speed (notebook 03) ---
+    # --- (b) speed (notebook 02) ---
     speed_sizes: list[int] = Field(min_length=1, description="K = N of the timed layers; the claims use the largest")
     speed_ms: list[int] = Field(min_length=1, description="tokens M per call")
     speed_group: int = Field(ge=2, description="INT4 group of the timed layers")

@@ -56,7 +56,8 @@ METHODS = {
     "w8a8": Method("channel8", "int8", "percentile"),
     "w4a4": Method("group4", "int4", "percentile"),
     "dgq": Method("dgq", "int8", "percentile"),
-    "dgq_noclip": Method("dgq", "int8", "smoothquant"),
+    "dgq_noclip": Method("dgq", "int8", "smoothquant"),  # SmoothQuant instead of percentile clipping
+    "dgq_nosmooth": Method("dgq", "int8", "none"),  # DGQ without percentile clipping (no smoothing at all)
 }
 
 
@@ -230,7 +231,10 @@ def lift_report(layers: dict[str, FakeQuantLinear], inputs: dict[str, torch.Tens
 def quality_metrics(table, top_k: int) -> dict:
     """Flat metrics of the quality table (one row per method: layer_rel_mse, cosine, topk_agreement)
     and the ratios the claims read: DGQ's MSE over group-wise and per-channel W4A8's, its cosine
-    gain over per-channel W4A8, percentile clipping over SmoothQuant smoothing (when both ran)."""
+    gain over per-channel W4A8; DGQ with percentile clipping over DGQ with SmoothQuant smoothing
+    (``mse_ratio_dgq_clip_noclip``: "noclip" is SmoothQuant, the name of the first runs) and over
+    DGQ without any smoothing (``mse_ratio_dgq_clip_nosmooth``: with vs without percentile clipping),
+    each when both ran."""
     t = table.set_index("method")
     m = {}
     for name, row in t.iterrows():
@@ -243,18 +247,19 @@ def quality_metrics(table, top_k: int) -> dict:
     if {"dgq", "w4a8_channel"} <= set(t.index):
         m["mse_ratio_dgq_channel"] = round(float(mse["dgq"] / mse["w4a8_channel"]), 4)
         m["cos_dgq_minus_channel"] = round(float(cos["dgq"] - cos["w4a8_channel"]), 5)
-    if {"dgq", "dgq_noclip"} <= set(t.index):
-        m["mse_ratio_dgq_clip_noclip"] = round(float(mse["dgq"] / mse["dgq_noclip"]), 4)
+    for other, key in (("dgq_noclip", "noclip"), ("dgq_nosmooth", "nosmooth")):
+        if {"dgq", other} <= set(t.index):
+            m[f"mse_ratio_dgq_clip_{key}"] = round(float(mse["dgq"] / mse[other]), 4)
+            m[f"cos_dgq_clip_minus_{key}"] = round(float(cos["dgq"] - cos[other]), 5)
     return m
-
 
 
 def perplexity_metrics(table) -> dict:
     """ppl_<method> of the perplexity table (one row per method, fp32 included) and DGQ's ratios to
-    per-channel W4A8, group-wise W4A8 and FP32 (those that ran)."""
+    per-channel W4A8, group-wise W4A8, FP32 and DGQ without smoothing (those that ran)."""
     t = table.set_index("method")["perplexity"]
     m = {f"ppl_{k}": round(float(v), 3) for k, v in t.items()}
-    for other, key in (("w4a8_channel", "channel"), ("w4a8_g128", "g128"), ("fp32", "fp32")):
+    for other, key in (("w4a8_channel", "channel"), ("w4a8_g128", "g128"), ("fp32", "fp32"), ("dgq_nosmooth", "nosmooth")):
         if {"dgq", other} <= set(t.index):
             m[f"ppl_ratio_dgq_{key}"] = round(float(t["dgq"] / t[other]), 4)
     return m

@@ -136,13 +136,45 @@ def test_groupwise_and_a16w4_kernels_match_their_references():
     torch.manual_seed(0)
     mods = speed.build(256, 128 + 128, 128, seed=0, n1=2, n2=4)
     x = torch.randn(16, 256)
-    gw = mods["groupwise_w4a8"]
-    ref = torch.nn.functional.linear(nf.fake_quant(x, qmatmul.INT8_SYM), gw.dequantized_weight(), gw.bias)
-    assert (gw(x) - ref).abs().max() <= 1e-5 * ref.abs().max()
+    for name in ("groupwise_w4a8", "groupwise_w4a8_int_mm"):
+        gw = mods[name]
+        ref = torch.nn.functional.linear(nf.fake_quant(x, qmatmul.INT8_SYM), gw.dequantized_weight(), gw.bias)
+        assert (gw(x) - ref).abs().max() <= 1e-5 * ref.abs().max(), name
     a16 = mods["a16w4"]
     assert torch.allclose(a16(x), torch.nn.functional.linear(x, a16.q.dequantized_weight(), a16.q.bias))
     lifted, d = mods["dgq_lifted"], mods["dgq"]
     assert (lifted(x) - d(x)).abs().max() <= 1e-4 * d(x).abs().max()
+
+
+@pytest.mark.skipif(not qmatmul.has_onednn_qlinear(), reason="needs torch.ops.onednn (x86)")
+def test_groupwise_baseline_does_only_per_call_work(monkeypatch):
+    # the timed group-wise W4A8 prepacks its weights at construction: a call neither repacks them
+    # (torch._int_mm repacks inside oneDNN at every call on the CPU) nor re-quantises a float weight
+    torch.manual_seed(0)
+    w, b, x = torch.randn(64, 256) * 0.02, torch.randn(64), torch.randn(5, 256)
+    gw = speed.GroupwiseW4A8(w, b, 128)
+    ref = speed.GroupwiseW4A8(w, b, 128, kernel="int_mm")(x)
+
+    def forbidden(*_a, **_k):
+        raise AssertionError("per-call weight work")
+
+    monkeypatch.setattr(torch, "_int_mm", forbidden)
+    monkeypatch.setattr(speed.nf, "quantize_blocks", forbidden)
+    monkeypatch.setattr(torch.ops.onednn, "qlinear_prepack", forbidden, raising=False)
+    y = gw(x)
+    assert (y - ref).abs().max() <= 1e-5 * ref.abs().max()
+    with pytest.raises(ValueError, match="kernel: 'cutlass' is not an option"):
+        speed.GroupwiseW4A8(w, b, 128, kernel="cutlass")
+
+
+def test_a16w4_baseline_keeps_only_the_packed_int4_weight():
+    # dequantise-then-GEMM: a call unpacks the stored int4 codes (half a byte per weight) and applies
+    # scales and zeros; no full-size weight is kept, so none can be reused between calls
+    lin = torch.nn.Linear(256, 64)
+    a16 = speed.DequantA16W4(lin, 128)
+    full = [n for n, t in a16.named_buffers() if t.numel() >= lin.weight.numel()]
+    assert full == [] and a16.q.packed.dtype == torch.uint8 and a16.q.packed.numel() == lin.weight.numel() // 2
+    assert not any(p.numel() >= lin.weight.numel() for p in a16.parameters())
 
 
 def test_params_reject_bad_values_in_one_line():
@@ -195,13 +227,17 @@ def test_only_calibrated_linears_are_quantised_and_the_lift_report_holds():
 def test_quality_metrics_ratios():
     import pandas as pd
 
-    table = pd.DataFrame({"method": ["w4a8_channel", "w4a8_g128", "dgq", "dgq_noclip"], "layer_rel_mse": [0.04, 0.012, 0.01, 0.02],
-                          "cosine": [0.95, 0.97, 0.975, 0.96], "topk_agreement": [0.7, 0.8, 0.82, 0.75]})  # fmt: skip
+    table = pd.DataFrame({"method": ["w4a8_channel", "w4a8_g128", "dgq", "dgq_noclip", "dgq_nosmooth"],
+                          "layer_rel_mse": [0.04, 0.012, 0.01, 0.02, 0.008], "cosine": [0.95, 0.97, 0.975, 0.96, 0.98],
+                          "topk_agreement": [0.7, 0.8, 0.82, 0.75, 0.83]})  # fmt: skip
     m = methods.quality_metrics(table, 10)
     assert m["mse_ratio_dgq_g128"] == pytest.approx(0.8333, abs=1e-4) and m["mse_ratio_dgq_channel"] == 0.25
     assert m["cos_dgq_minus_channel"] == pytest.approx(0.025) and m["mse_ratio_dgq_clip_noclip"] == 0.5
+    assert m["mse_ratio_dgq_clip_nosmooth"] == 1.25 and m["cos_dgq_clip_minus_nosmooth"] == pytest.approx(-0.005)
     assert m["top10_dgq"] == 0.82
     assert "mse_ratio_dgq_clip_noclip" not in methods.quality_metrics(table.iloc[:3], 10)
+    assert "mse_ratio_dgq_clip_nosmooth" not in methods.quality_metrics(table.iloc[:4], 10)
+    assert methods.METHODS["dgq_nosmooth"] == methods.Method("dgq", "int8", "none")  # same DGQ, no smoothing
     ppl = pd.DataFrame({"method": ["fp32", "w4a8_channel", "dgq"], "perplexity": [10.0, 12.5, 11.0]})
     pm = methods.perplexity_metrics(ppl)
     assert pm == {"ppl_fp32": 10.0, "ppl_w4a8_channel": 12.5, "ppl_dgq": 11.0, "ppl_ratio_dgq_channel": 0.88, "ppl_ratio_dgq_fp32": 1.1}
@@ -212,13 +248,15 @@ def test_speed_summary_reads_the_largest_size():
 
     rows = []
     for size, m, base in [(256, 16, 1.0), (512, 1, 2.0), (512, 16, 4.0), (512, 64, 8.0)]:
-        for k, f in {"dgq": 1, "dgq_lifted": 0.5, "groupwise_w4a8": 3, "a16w4": 2, "a16w4_int4pack": 1.5, "fp32": 4}.items():
+        for k, f in {"dgq": 1, "dgq_lifted": 0.5, "groupwise_w4a8": 3, "groupwise_w4a8_int_mm": 5, "a16w4": 2,
+                     "a16w4_int4pack": 1.5, "fp32": 4}.items():  # fmt: skip
             rows.append({"size": size, "m": m, "kernel": k, "median_s": base * f * (1 + (k == "groupwise_w4a8") * (m == 64))})
     out = speed.summary(pd.DataFrame(rows))
     assert out["speed_size"] == 512
-    assert out["speed_groupwise_over_dgq_min_m16"] == 3.0  # M = 16 and 64 only (M = 1 excluded): min(3, 6)
-    assert out["speed_groupwise_over_lifted_min_m16"] == 6.0
+    assert out["speed_groupwise_prepacked_over_dgq_min_m16"] == 3.0  # M = 16 and 64 only (M = 1 excluded): min(3, 6)
+    assert out["speed_groupwise_prepacked_over_lifted_min_m16"] == 6.0
+    assert out["speed_groupwise_int_mm_over_dgq_min_m16"] == 5.0 and out["speed_groupwise_int_mm_over_lifted_min_m16"] == 10.0
     assert out["speed_a16w4_over_dgq_min"] == 2.0 and out["speed_fp32_over_dgq_max"] == 4.0
     assert out["speed_groupwise_w4a8_over_dgq_k256_m16"] == 3.0
     only_m1 = speed.summary(pd.DataFrame([r for r in rows if r["m"] == 1]))
-    assert "speed_groupwise_over_dgq_min_m16" not in only_m1
+    assert "speed_groupwise_prepacked_over_dgq_min_m16" not in only_m1

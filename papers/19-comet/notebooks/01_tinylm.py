@@ -43,12 +43,15 @@ table.round(4)
 # %%
 t = table.set_index("scheme")
 gap = lambda s: float(t.loc[s, "ppl_rel_increase"])  # noqa: E731
+int8_gain, int8_share = study.int8_groups_vs_group_scales(t["ppl_rel_increase"], lower_is_better=True)
 run.log_metrics({
     "tinylm_fp32_ppl": round(fp32, 4),
     **{f"tinylm_{s}_ppl_rel_increase": round(gap(s), 5) for s in t.index if s != "fp32"},
     "tinylm_comet_minus_w8a8_ppl": round(gap("comet") - gap("w8a8"), 5),
     "tinylm_comet_gap_closed_vs_w4a4": round((gap("w4a4") - gap("comet")) / gap("w4a4"), 4) if gap("w4a4") > 0 else 0.0,
     "tinylm_w4a4_minus_fmpq_ppl": round(gap("w4a4") - gap("w4a4_fmpq"), 5),
+    "tinylm_w4a4g_minus_fmpq_ppl": round(int8_gain, 5),  # the INT8 groups alone (same per-group scales)
+    "tinylm_int8_groups_share_of_gain": None if int8_share is None else round(int8_share, 4),
     "tinylm_comet_int8_group_share": round(float(t.loc["comet", "int8_group_share"]), 4),
     "tinylm_comet_act_bits": round(float(t.loc["comet", "act_bits"]), 4),
 })

@@ -41,6 +41,7 @@ table.round(4)
 # %%
 t = table.set_index("scheme")
 rec = lambda s: 100 * float(t.loc[s, f"recall_at_{k}"])  # noqa: E731  (points)
+int8_gain, int8_share = study.int8_groups_vs_group_scales(t["cosine_to_fp32"], lower_is_better=False)
 run.log_metrics({
     "minilm_fp32_recall": round(rec("fp32"), 3),
     **{f"minilm_{s}_recall": round(rec(s), 3) for s in t.index if s != "fp32"},
@@ -49,6 +50,8 @@ run.log_metrics({
     "minilm_comet_minus_w4a4_recall": round(rec("comet") - rec("w4a4"), 3),
     "minilm_w4a4_recall_drop": round(rec("fp32") - rec("w4a4"), 3),
     "minilm_comet_minus_w4a4_cosine": round(float(t.loc["comet", "cosine_to_fp32"] - t.loc["w4a4", "cosine_to_fp32"]), 5),
+    "minilm_fmpq_minus_w4a4g_cosine": round(int8_gain, 5),  # the INT8 groups alone (same per-group scales)
+    "minilm_int8_groups_share_of_gain": None if int8_share is None else round(int8_share, 4),
     "minilm_comet_neighbour_agreement": round(float(t.loc["comet", "neighbour_agreement"]), 4),
     "minilm_comet_int8_group_share": round(float(t.loc["comet", "int8_group_share"]), 4),
     "minilm_comet_act_bits": round(float(t.loc["comet", "act_bits"]), 4),

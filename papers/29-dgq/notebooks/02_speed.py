@@ -2,7 +2,9 @@
 # # 29 · DGQ — (b) one INT8 GEMM against group-wise W4A8 and A16W4, on the CPU
 # Real kernels (`paper29.speed`, `shared.qmatmul`): DGQ's A8W4 layer (int4 storage, one INT8 GEMM
 # and an epilogue), the lifted INT8 weight alone in qmatmul's W8A8 kernel, group-wise W4A8
-# (K / g partial INT8 GEMMs plus FP32 rescale), A16W4 by dequantise-then-GEMM, aten's int4
+# (K / g partial INT8 GEMMs on weights prepacked once, group scales and accumulation in oneDNN's
+# epilogue; and the first runs' `_int_mm` version that repacks at every call, for context),
+# A16W4 by dequantise-then-GEMM, aten's int4
 # weight-only kernel, FP32. The paper's 3.24x is its CUTLASS kernel on a GPU; these are CPU
 # ratios and say only what they say.
 
