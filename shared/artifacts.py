@@ -46,6 +46,7 @@ MODULES: dict[str, str] = {
     "tinylm": "shared.tinylm",
     "scaling_grid": "shared.lmgrid",  # sizes x token budgets (papers 17, ...)
     "parscale_grid": "shared.lmgrid",  # sizes x ParScale streams (paper 18)
+    "reasoning": "shared.reasoning",  # arithmetic-chain policies + PRM (papers 08, 10, 13, 20, 24, 34)
 }
 ARTIFACTS_DIR = BUILD / "artifacts"  # the pipeline's copies (DVC outputs)
 LAB_DIR = BUILD / "lab" / "artifacts"  # interactive builds, one folder per fingerprint
