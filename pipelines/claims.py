@@ -3,7 +3,10 @@
 Joins every paper's claims.yaml with the metrics of its last run and writes
 reports/claims.json (machine-readable), reports/claims.md and reports/claims.html
 (a static page with the figures). ``--readmes`` also rewrites the ledger block of each
-paper's README for the scale that was run.
+paper's README for the scale that was run, and the paper table of the top README (claims that
+hold per scale, counted from the papers' ledger blocks, so a cpu block pasted from another run
+counts too). ``--papers 13 24`` limits the run to those papers: their READMEs only, no reports
+(a partial ledger would pass for the whole one).
 """
 
 from __future__ import annotations
@@ -28,9 +31,20 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def build() -> dict:
+SCALES = ("smoke", "cpu", "gpu")
+TABLE_BEGIN, TABLE_END = "<!-- papers:begin -->", "<!-- papers:end -->"  # the top README's paper table
+
+
+def build(numbers: list[str] | None = None) -> dict:
     papers = []
-    for paper in all_papers():
+    chosen = all_papers()
+    if numbers:
+        known = {p.number for p in chosen}
+        unknown = sorted(set(numbers) - known)
+        if unknown:
+            raise ValueError(f"--papers: no paper folder numbered {', '.join(unknown)} (known: {' '.join(sorted(known))})")
+        chosen = [p for p in chosen if p.number in numbers]
+    for paper in chosen:
         spec = ledger.load_claims(paper)
         run = ledger.load_run(paper)
         scale = run.get("run", {}).get("scale")
@@ -163,15 +177,56 @@ def update_readmes(report: dict) -> list[str]:
     return changed
 
 
+def _block(text: str, scale: str) -> str | None:
+    match = re.search(rf"<!-- ledger:begin {scale} -->(.*?)<!-- ledger:end {scale} -->", text, re.S)
+    return match.group(1) if match else None
+
+
+def readme_counts(text: str) -> dict[str, tuple[int, int] | None]:
+    """Per scale, (claims that hold, claims) in a paper README's ledger block; None if empty."""
+    out = {}
+    for scale in SCALES:
+        rows = [line for line in (_block(text, scale) or "").splitlines() if line.startswith("| `")]
+        out[scale] = (sum("✅ holds" in r for r in rows), len(rows)) if rows else None
+    return out
+
+
+def papers_table(report: dict) -> str:
+    lines = ["| paper | folder | smoke | cpu | gpu |", "|---|---|---|---|---|"]
+    for p in report["papers"]:
+        counts = readme_counts((ROOT / p["folder"] / "README.md").read_text())
+        cells = [f"{c[0]}/{c[1]}" if c else "—" for c in (counts[s] for s in SCALES)]
+        lines.append(f"| {p['paper']}. {p['title']} | [{p['folder']}]({p['folder']}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def update_top_readme(report: dict) -> bool:
+    """Rewrite the top README's paper table (claims holding per scale); True if it changed."""
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    pattern = re.compile(re.escape(TABLE_BEGIN) + r".*?" + re.escape(TABLE_END), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"README.md: no `{TABLE_BEGIN}` … `{TABLE_END}` block")
+    new = pattern.sub(lambda _: f"{TABLE_BEGIN}\n{papers_table(report)}\n{TABLE_END}", text)
+    if new != text:
+        readme.write_text(new)
+    return new != text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readmes", action="store_true", help="also update each paper README's ledger block")
+    parser.add_argument("--papers", nargs="+", metavar="NN", help="only these papers: their READMEs, no reports")
     args = parser.parse_args(argv)
     try:
-        report = build()
+        report = build(args.papers)
     except (ValueError, TypeError, FileNotFoundError) as exc:  # a bad claims.yaml or metric
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if args.papers:
+        for path in update_readmes(report):
+            print(f"updated {path}")
+        return 0
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / "claims.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     (REPORTS / "claims.md").write_text(to_markdown(report))
@@ -183,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.readmes:
         for path in update_readmes(report):
             print(f"updated {path}")
+        if update_top_readme(report):
+            print("updated README.md")
     return 0
 
 

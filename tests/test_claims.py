@@ -75,3 +75,49 @@ def test_every_paper_claims_file_is_valid(paper):
         if set(claim.expected_at) != {"smoke", "cpu", "gpu"}:
             # leaving a scale out is a decision that must be explained
             assert claim.note.strip(), f"{claim.id}: expected_at leaves a scale out without a note"
+
+
+README_WITH_BLOCKS = """# 99 · A paper
+<!-- ledger:begin smoke -->
+Scale run: **smoke**
+
+| claim | paper (source) | ours | check | status |
+|---|---|---|---|---|
+| `a` | 1 (T1) | 1 | `m` >= 1 | ✅ holds |
+| `b` | 2 (T2) | 0 | `n` >= 1 | ❌ does not hold (not expected at this scale) |
+| `c` | 3 (T3) | — | `o` >= 1 | ⏸ not run (not expected at this scale) |
+<!-- ledger:end smoke -->
+<!-- ledger:begin cpu -->
+<!-- ledger:end cpu -->
+"""
+
+
+def test_readme_counts_reads_each_scale_block():
+    from pipelines.claims import readme_counts
+
+    assert readme_counts(README_WITH_BLOCKS) == {"smoke": (1, 3), "cpu": None, "gpu": None}
+
+
+def test_top_readme_table_is_rewritten_between_its_markers(tmp_path, monkeypatch):
+    import pipelines.claims as tool
+
+    (tmp_path / "papers" / "99-a").mkdir(parents=True)
+    (tmp_path / "papers" / "99-a" / "README.md").write_text(README_WITH_BLOCKS)
+    (tmp_path / "README.md").write_text(f"intro\n{tool.TABLE_BEGIN}\nOLD ROW\n{tool.TABLE_END}\nrest\n")
+    monkeypatch.setattr(tool, "ROOT", tmp_path)
+    report = {"papers": [{"paper": "99", "title": "A paper", "folder": "papers/99-a"}]}
+    assert tool.update_top_readme(report)
+    text = (tmp_path / "README.md").read_text()
+    assert "| 99. A paper | [papers/99-a](papers/99-a) | 1/3 | — | — |" in text
+    assert "OLD ROW" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+    assert not tool.update_top_readme(report)  # unchanged the second time
+    (tmp_path / "README.md").write_text("no markers\n")
+    with pytest.raises(ValueError, match="papers:begin"):
+        tool.update_top_readme(report)
+
+
+def test_claims_tool_names_an_unknown_paper(capsys):
+    from pipelines.claims import main
+
+    assert main(["--papers", "00"]) == 1
+    assert "--papers: no paper folder numbered 00" in capsys.readouterr().err

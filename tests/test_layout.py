@@ -24,6 +24,10 @@ def test_paper_folder_shape(paper):
     readme = (paper.folder / "README.md").read_text()
     for scale in SCALES:
         assert f"<!-- ledger:begin {scale} -->" in readme and f"<!-- ledger:end {scale} -->" in readme
+    top = (ROOT / "README.md").read_text()
+    assert f"| {paper.number}. " in top and f"]({paper.folder.relative_to(ROOT).as_posix()})" in top, (
+        f"README.md's paper table lacks {paper.slug}: python -m pipelines.claims --readmes"
+    )
 
 
 def test_no_notebook_with_outputs_in_git():
