@@ -20,7 +20,8 @@ the queue, recomputed later). The iteration lasts ``StepModel.seconds`` of its b
 plus attention's 4·L·d per (query, key) pair) over the device's dense peak × ``mfu``, against bytes
 (the weights once, plus the KV cache read and written) over its bandwidth × ``mbu``, combined by
 ``max`` (GPU: the two overlap) or ``sum`` (a CPU, which overlaps them poorly), plus a fixed
-``overhead_s`` per iteration. :func:`fit_step_model` calibrates ``mfu``/``mbu``/``overhead_s``
+``overhead_s`` per iteration; optionally prefill FLOPs at their own ``prefill_mfu``. :func:`fit_step_model`
+calibrates ``mfu``/``mbu``/``overhead_s`` (and ``prefill_mfu``)
 against measured step times (:func:`measure_step_times` runs a real model on this machine).
 
 **Speed.** The running batch lives in numpy arrays and each iteration updates it in a few vector
@@ -244,12 +245,16 @@ class StepModel:
     overhead_s: float = 0.0  # per iteration: scheduling, launches
     combine: str = "max"  # "max": compute and memory overlap (GPU); "sum": they do not (CPU)
     memory_fraction: float = 0.9  # of device memory usable for weights + KV cache
+    prefill_mfu: float | None = None  # prefill FLOPs' own fraction of peak (None: mfu); CPU GEMMs over many
+    # tokens run far closer to peak than decode's skinny ones, which one shared mfu cannot fit
 
     def __post_init__(self):
         if self.combine not in ("max", "sum"):
             raise ValueError(f"StepModel.combine={self.combine!r} is not allowed; allowed: max, sum")
         if not (0 < self.mfu <= 1 and 0 < self.mbu <= 1):
             raise ValueError(f"StepModel.mfu and mbu must be in (0, 1], got {self.mfu}, {self.mbu}")
+        if self.prefill_mfu is not None and not 0 < self.prefill_mfu <= 1:
+            raise ValueError(f"StepModel.prefill_mfu must be in (0, 1] or None, got {self.prefill_mfu}")
 
     def seconds(self, prefill_tokens, prefill_pairs, decode_seqs, decode_context):
         """One iteration: ``prefill_tokens`` prompt tokens with ``prefill_pairs`` causal (query, key) pairs
@@ -261,6 +266,9 @@ class StepModel:
         flops = self.flops(prefill_tokens, np.asarray(prefill_pairs, dtype=np.float64), decode_seqs, decode_context)
         nbytes = s.n_params * s.bytes_per_param + s.kv_bytes_per_token * (np.asarray(decode_context) + tokens)
         compute, memory = flops / (d.flops * self.mfu), nbytes / (d.bandwidth * self.mbu)
+        if self.prefill_mfu is not None:
+            prefill = _flops(s, prefill_tokens, np.asarray(prefill_pairs, dtype=np.float64), 0, 0)
+            compute = compute + prefill / d.flops * (1 / self.prefill_mfu - 1 / self.mfu)
         busy = np.maximum(compute, memory) if self.combine == "max" else compute + memory
         return self.overhead_s + busy
 
@@ -876,21 +884,25 @@ def measure_step_times(model, prefill_lengths, decode_points, repeats: int = 5, 
     return np.column_stack([np.asarray(shapes, dtype=np.float64), best])
 
 
-def fit_step_model(shape: ModelShape, device: DeviceSpec, rows: np.ndarray, combine: str = "sum") -> StepModel:
-    """Calibrate ``mfu``, ``mbu`` and ``overhead_s`` to measured rows (from :func:`measure_step_times`)
-    by least squares on relative errors."""
+def fit_step_model(shape: ModelShape, device: DeviceSpec, rows: np.ndarray, combine: str = "sum",
+                   prefill_mfu: bool = True) -> StepModel:
+    """Calibrate ``mfu``, ``mbu`` and ``overhead_s`` (and ``prefill_mfu`` when ``prefill_mfu`` and the
+    rows hold both prefill and decode steps) to measured rows (from :func:`measure_step_times`) by
+    least squares on relative errors."""
     from scipy.optimize import least_squares
+
+    own_prefill = bool(prefill_mfu and (rows[:, 0] > 0).any() and (rows[:, 2] > 0).any())
 
     def model(theta):
         mfu, mbu, overhead = 1 / (1 + np.exp(-theta[0])), 1 / (1 + np.exp(-theta[1])), np.exp(theta[2])
-        return StepModel(shape, device, mfu, mbu, overhead, combine)
+        pf = 1 / (1 + np.exp(-theta[3])) if own_prefill else None
+        return StepModel(shape, device, mfu, mbu, overhead, combine, prefill_mfu=pf)
 
     def residuals(theta):
         return model(theta).seconds(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]) / rows[:, 4] - 1
 
-    best = min((least_squares(residuals, x0) for x0 in ([-2, -1, np.log(rows[:, 4].min() / 2)],
-                                                        [-4, -3, np.log(rows[:, 4].min() / 10)])),
-               key=lambda r: r.cost)
+    starts = ([-2, -1, np.log(rows[:, 4].min() / 2)], [-4, -3, np.log(rows[:, 4].min() / 10)])
+    best = min((least_squares(residuals, x0 + [x0[0]] * own_prefill) for x0 in starts), key=lambda r: r.cost)
     return model(best.x)
 
 

@@ -94,6 +94,18 @@ def test_azure_traces_load():
     assert np.median(code.prompt) > np.median(conv.prompt) and np.median(code.output) < np.median(conv.output)
 
 
+def test_prefill_mfu_prices_only_prefill_flops():
+    shape, dev = S.LLAMA2_7B, S.DEVICES["A100-80GB"]
+    base = S.StepModel(shape, dev, mfu=0.5, combine="sum")
+    own = S.StepModel(shape, dev, mfu=0.5, combine="sum", prefill_mfu=0.25)
+    assert own.seconds(0, 0, 8, 4096) == base.seconds(0, 0, 8, 4096)  # decode only: unchanged
+    pf = S._flops(shape, 512, 512 * 513 / 2, 0, 0)
+    extra = own.seconds(512, 512 * 513 / 2, 8, 4096) - base.seconds(512, 512 * 513 / 2, 8, 4096)
+    assert extra == pytest.approx(pf / (dev.flops * 0.25) - pf / (dev.flops * 0.5), rel=1e-9)
+    with pytest.raises(ValueError, match="prefill_mfu must be in"):
+        S.StepModel(shape, dev, prefill_mfu=1.5)
+
+
 def test_step_model_calibrates_to_real_cpu_step_times():
     torch.manual_seed(0)
     model = zoo.build(zoo.ModelSpec(attention="gqa", vocab_size=512, d_model=128, n_layers=2, n_heads=4,
@@ -105,7 +117,7 @@ def test_step_model_calibrates_to_real_cpu_step_times():
                                     repeats=25, clock="thread_cpu")  # the fastest of 7 varied +-10 % run to run
     held = np.isin(np.arange(len(rows)), [1, 3, 6, 9])  # prefill 64 and 256, decode (4, 128) and (24, 256)
     fit_rows, held_rows = rows[~held], rows[held]
-    step = S.fit_step_model(shape, S.cpu_device(flops=1e11), fit_rows, combine="sum")
+    step = S.fit_step_model(shape, S.cpu_device(flops=1e12), fit_rows, combine="sum")
     predicted = step.seconds(held_rows[:, 0], held_rows[:, 1], held_rows[:, 2], held_rows[:, 3])
     errors = np.abs(predicted / held_rows[:, 4] - 1)
     assert errors.max() <= 0.15, f"held-out relative errors {np.round(errors, 3)}"
@@ -228,7 +240,7 @@ def test_real_mode_matches_the_calibrated_simulation():
         real = S.simulate(trace, step, cfg, S.Aggressive(), record_steps=True)
         rows = S.measure_step_times(model, [16, 64, 128, 256], [(1, 64), (4, 128), (8, 200)], repeats=3,
                                     clock="thread_cpu")
-        sim = S.simulate(trace, S.fit_step_model(shape, S.cpu_device(flops=1e11), rows), cfg, S.Aggressive(),
+        sim = S.simulate(trace, S.fit_step_model(shape, S.cpu_device(flops=1e12), rows), cfg, S.Aggressive(),
                          record_steps=True)
         name, kwargs = cache_interface(model)
         with torch.inference_mode():  # request 4 (preempted once, recomputed) and 0, greedy one at a time

@@ -41,13 +41,13 @@ for dtype in p.cpu_dtypes:
         # one thread: its own CPU time (robust on a busy machine); two: the wall clock (thread time misses the 2nd)
         rows = S.measure_step_times(model, p.cpu_prefill_lengths, [tuple(x) for x in p.cpu_decode_points],
                                     repeats=p.cpu_repeats, clock="thread_cpu" if threads == 1 else "wall")
-        step = S.fit_step_model(shape, S.cpu_device(flops=1e11, memory=1e12), rows, combine="sum")
+        step = S.fit_step_model(shape, S.cpu_device(flops=1e12, memory=1e12), rows, combine="sum")
         devices[name] = step
         frame = pd.DataFrame(rows, columns=["prefill_tokens", "prefill_pairs", "decode_seqs", "decode_context", "measured_s"])
         frame["predicted_s"] = step.seconds(frame["prefill_tokens"], frame["prefill_pairs"], frame["decode_seqs"], frame["decode_context"])
         measured.append(frame.assign(device=name))
         fitted.append({"device": name, "clock": "thread_cpu" if threads == 1 else "wall", "mfu": step.mfu,
-                       "mbu": step.mbu, "overhead_s": step.overhead_s,
+                       "prefill_mfu": step.prefill_mfu, "mbu": step.mbu, "overhead_s": step.overhead_s,
                        "price_synthetic": p.cpu_prices[name]})
 torch.set_num_threads(p.num_threads)
 measure_s = time.perf_counter() - start

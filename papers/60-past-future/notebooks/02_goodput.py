@@ -64,7 +64,7 @@ row = run.load_table("cpu_step_model").iloc[0]
 shape = S.ModelShape(row["name"], row["n_params"], int(row["n_layers"]), int(row["d_model"]), int(row["kv_dim"]),
                      row["bytes_per_param"], row["bytes_per_kv"])
 cpu = S.StepModel(shape, S.DeviceSpec("cpu", row["flops"], row["bandwidth"], row["memory"]),
-                  row["mfu"], row["mbu"], row["overhead_s"], combine="sum")
+                  row["mfu"], row["mbu"], row["overhead_s"], combine="sum", prefill_mfu=row["prefill_mfu"])
 cpu_table, _ = sweep.run_all(p, cpu, engine, p.cpu_loads, p.cpu_seeds, progress=run.progress)
 run.save_table(cpu_table, "goodput_cpu_step_model")
 cpu_summary = sweep.summarise(cpu_table, p.heavy_load, min(p.cpu_loads), p.claim_factor)
