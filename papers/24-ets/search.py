@@ -467,16 +467,36 @@ def compare(policy, verifier, problems, widths: Sequence[int], lambda_s: dict[in
     return pd.DataFrame(rows), pd.DataFrame(depth_rows), seconds
 
 
-def claim_metrics(summary, width: int) -> dict[str, float | int]:
-    """The numbers the claims are checked against, at ``width``."""
+CEILING = 0.99  # accuracy at or above which a method is at the ceiling
+
+
+def uninformative(accuracies) -> bool:
+    """True when the compared accuracies cannot rank the methods: all at the ceiling (>= CEILING)
+    or all tied. Added after the cpu run where every method scored 1.00."""
+    values = [float(a) for a in accuracies]
+    return min(values) >= CEILING or max(values) == min(values)
+
+
+def claim_metrics(summary, width: int) -> dict[str, float | int | None]:
+    """The numbers the claims are checked against, at ``width``. An accuracy comparison is None
+    ("not run") when its methods are uninformative (all >= CEILING or all tied); the flags
+    ``uninformative_<metric>`` say which."""
     at = summary[summary["width"] == width].set_index("method")
     acc, kv, t = at["accuracy"], at["kv_tokens"], at["time_proxy_mb"]
     others = [m for m in METHODS if m != "beam"]
-    return {"ets_kv_ratio": round(float(kv["ets"] / kv["rebase"]), 4),
-            "ets_accuracy_delta": round(float(acc["ets"] - acc["rebase"]), 4),
-            "ets_throughput_proxy_ratio": round(float(t["rebase"] / t["ets"]), 4),
-            "ets_calls_ratio": round(float(at.loc["ets", "model_calls"] / at.loc["rebase", "model_calls"]), 4),
-            "beam_smallest_kv": int(kv["beam"] <= kv[others].min()),  # 1: yes (ties count)
-            "beam_lowest_accuracy": int(acc["beam"] <= acc[others].min()),
-            "no_coverage_accuracy_gain": round(float(acc["ets_no_coverage"] - acc["ets"]), 4),
-            "no_coverage_kv_ratio": round(float(kv["ets_no_coverage"] / kv["ets"]), 4)}
+    compared = {"ets_accuracy_delta": ["ets", "rebase"], "beam_lowest_accuracy": list(METHODS),
+                "no_coverage_accuracy_gain": ["ets_no_coverage", "ets"]}
+    flags = {k: uninformative(acc[m]) for k, m in compared.items()}
+    out = {"ets_kv_ratio": round(float(kv["ets"] / kv["rebase"]), 4),
+           "ets_accuracy_delta": round(float(acc["ets"] - acc["rebase"]), 4),
+           "ets_throughput_proxy_ratio": round(float(t["rebase"] / t["ets"]), 4),
+           "ets_calls_ratio": round(float(at.loc["ets", "model_calls"] / at.loc["rebase", "model_calls"]), 4),
+           "beam_smallest_kv": int(kv["beam"] <= kv[others].min()),  # 1: yes (ties count)
+           "beam_lowest_accuracy": int(acc["beam"] <= acc[others].min()),
+           "no_coverage_accuracy_gain": round(float(acc["ets_no_coverage"] - acc["ets"]), 4),
+           "no_coverage_kv_ratio": round(float(kv["ets_no_coverage"] / kv["ets"]), 4)}
+    for k, flag in flags.items():
+        out[f"uninformative_{k}"] = int(flag)
+        if flag:
+            out[k] = None
+    return out

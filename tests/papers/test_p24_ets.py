@@ -146,6 +146,25 @@ def test_claim_metrics():
     got = search.claim_metrics(pd.DataFrame(rows), 16)
     assert got["ets_kv_ratio"] == 0.6 and got["ets_accuracy_delta"] == -0.01 and got["ets_throughput_proxy_ratio"] == 1.25
     assert got["beam_smallest_kv"] == 1 and got["beam_lowest_accuracy"] == 1 and got["no_coverage_accuracy_gain"] == -0.04
+    assert not any(got[f"uninformative_{k}"] for k in ("ets_accuracy_delta", "beam_lowest_accuracy", "no_coverage_accuracy_gain"))
+
+
+def test_claim_metrics_ceiling_rule():
+    def metrics(accs):
+        rows = [{"width": 64, "method": m, "accuracy": a, "kv_tokens": kv, "time_proxy_mb": 1.0, "model_calls": 10.0}
+                for m, a, kv in zip(search.METHODS, accs, [100, 50, 60, 60, 55])]
+        return search.claim_metrics(pd.DataFrame(rows), 64)
+
+    # rebase, beam, dvts, ets, ets_no_coverage: all at the ceiling -> every accuracy comparison is not run
+    top = metrics([1.0, 0.995, 1.0, 0.99, 1.0])
+    for k in ("ets_accuracy_delta", "beam_lowest_accuracy", "no_coverage_accuracy_gain"):
+        assert top[k] is None and top[f"uninformative_{k}"] == 1
+    assert top["ets_kv_ratio"] == 0.6 and top["beam_smallest_kv"] == 1  # KV claims unaffected
+    # a tie below the ceiling voids only the comparison that ties; 0.985 is below the ceiling
+    mixed = metrics([0.7, 0.5, 0.6, 0.7, 0.985])
+    assert mixed["ets_accuracy_delta"] is None and mixed["uninformative_ets_accuracy_delta"] == 1
+    assert mixed["beam_lowest_accuracy"] == 1 and mixed["no_coverage_accuracy_gain"] == 0.285
+    assert search.uninformative([0.99, 0.999]) and not search.uninformative([0.98, 1.0])
 
 
 def test_params_errors_name_the_key():
