@@ -27,12 +27,12 @@ Read it with ``load_runs(folder)`` and ``load_model(folder, run)``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.paths import write_text_atomic
 from shared.tinylm import ModelName, TinySpec, model_spec
 from shared.trainer import TrainConfig
 
@@ -167,9 +167,7 @@ def _train_one(params: Params, spec, name: str, streams: int, tokens: int, folde
         torch.save({"spec": spec.model_dump(), "streams": streams, "prefix_len": params.prefix_len,
                     "state_dict": model.state_dict()}, folder / WEIGHTS)
     (folder / trainer.CHECKPOINT).unlink(missing_ok=True)  # optimizer state: not part of the artifact
-    tmp = folder / (SUMMARY + ".tmp")
-    tmp.write_text(json.dumps(row, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, folder / SUMMARY)  # last: marks the run complete
+    write_text_atomic(folder / SUMMARY, json.dumps(row, indent=2, sort_keys=True) + "\n")  # last: marks the run complete
 
 
 def load_runs(folder: str | Path):

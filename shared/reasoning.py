@@ -84,7 +84,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -94,6 +93,7 @@ from typing import Annotated, Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from shared.paths import write_text_atomic
 from shared.trainer import TrainConfig
 from shared.zoo import ModelSpec
 
@@ -1142,7 +1142,7 @@ def build(params: Params, out: Path, inputs: dict[str, Path], seed: int, progres
                                 "difficulty": task.eval_difficulty, **evaluate_policy(pol, held, params.eval.samples, seed)}
                 zoo.save(pol.model, spec, folder)
                 (folder / "checkpoint.pt").unlink(missing_ok=True)
-                _write_atomic(folder / SUMMARY, json.dumps(pol.summary, indent=2, sort_keys=True) + "\n")
+                write_text_atomic(folder / SUMMARY, json.dumps(pol.summary, indent=2, sort_keys=True) + "\n")
                 policies[name] = pol
             summaries[name] = json.loads((folder / SUMMARY).read_text())
         folder = out / "prm"
@@ -1154,18 +1154,12 @@ def build(params: Params, out: Path, inputs: dict[str, Path], seed: int, progres
 
             save_file({k: v.contiguous() for k, v in ver.net.head.state_dict().items()}, folder / HEAD_FILE)
             (folder / "checkpoint.pt").unlink(missing_ok=True)
-            _write_atomic(folder / SUMMARY, json.dumps(ver.summary, indent=2, sort_keys=True) + "\n")
+            write_text_atomic(folder / SUMMARY, json.dumps(ver.summary, indent=2, sort_keys=True) + "\n")
         prm_summary = json.loads((folder / SUMMARY).read_text())
     (out / TASK_FILE).write_text(json.dumps({"task": task.model_dump(), "policies": list(specs)}, indent=2) + "\n")
     if dev == "cuda":
         torch.cuda.empty_cache()
     return {"device": dev, "policies": summaries, "prm": prm_summary}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _load_policy(folder: Path, name: str, device: str) -> Policy:

@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from shared.paths import write_text_atomic
 from shared.trainer import CHECKPOINT, TrainConfig
 from shared.zoo import ModelSpec
 
@@ -138,13 +138,7 @@ def _train_one(name: str, spec: ModelSpec, folder: Path, cfg: TrainConfig, batch
         "tokens_per_second": round(result.tokens_per_second, 1),
         "device": dev,
     }
-    _write_atomic(folder / SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")  # last: marks it complete
+    write_text_atomic(folder / SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")  # last: marks it complete
     if dev == "cuda":
         del model
         torch.cuda.empty_cache()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
