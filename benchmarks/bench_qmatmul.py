@@ -63,6 +63,7 @@ FIGURE = Path(__file__).resolve().parent / "figures" / "qmatmul_roofline"
 OURS = {  # name: (scheme, kernel, floor)
     "w8a8 onednn": ("w8a8", "onednn", "int8"),
     "w8a8 int_mm": ("w8a8", "int_mm", "int8"),
+    "w8a8 vnni": ("w8a8", "vnni", "int8"),
     "a8w4 vnni": ("a8w4", "vnni", "int4"),
     "a8w4 amx": ("a8w4", "amx", "int4"),
     "a8w4 int8 GEMM": ("a8w4", "int8", "int4"),

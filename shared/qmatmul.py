@@ -20,7 +20,13 @@ y = (X_q W_q^T) * s_x s_w^T (+ b), the product accumulated in int32. Kernels:
 per-channel weight scales applied in the kernel, the per-token scales after it) - the ops that
 inductor's x86 int8 lowering calls, not the deprecated eager ``torch.ao`` modules; ``int_mm``: ``torch._int_mm`` (CPU and CUDA; on CPU it
 goes to oneDNN's generic s8s8s32 GEMM, which packs the weight on every call; on CUDA it needs
-M > 16 and K, N multiples of 8, so the token axis is zero-padded to a multiple of 8, at least 24).
+M > 16 and K, N multiples of 8, so the token axis is zero-padded to a multiple of 8, at least 24);
+``vnni`` (CPU, the compiled kernels below): a GEMV that streams two weight rows at a time
+(prefetched into L2), flips each 64 weights to w + 128 (u8) with one xor and multiplies them by
+the int8 activations with vpdpbusd, 128 * sum(a) subtracted per token - for few tokens.
+``auto``: ``vnni`` up to :data:`W8A8_VNNI_MAX_M` tokens where the compiled kernels run, else
+``onednn`` (CPU) / ``int_mm``. Measured as below: at M = 1 vnni 0.62 ms, oneDNN 0.83 ms,
+quantize_dynamic (fbgemm) 0.80 ms; at M = 8 0.75 / 0.90 / 1.11 ms; oneDNN wins from M = 12.
 
 **A8W4** (DGQ, Zhang et al. 2023, "Dual Grained Quantization"): int4 codes q in [-8, 7] per
 weight, stored two per byte; per group of ``group`` input features an *integer* scale
@@ -38,8 +44,10 @@ pays off at large M: a GEMM that unpacks int4 in its inner loop does not exist i
 of code * s_x) - the fast path for small M without the compiled kernels.
 
 Compiled kernels (``shared/csrc/a8w4_vnni.cpp``, one translation unit built by
-``torch.utils.cpp_extension.load`` at the first A8W4 call on the CPU, ~10 s, cached under
-``build/torch_extensions/efflab_qmm``; flags :data:`EXT_CFLAGS`; threads by ``at::parallel_for``;
+``torch.utils.cpp_extension.load`` at the first CPU call that needs them, ~10 s, cached under
+``build/torch_extensions/efflab_qmm``; flags :data:`EXT_CFLAGS`; threads by ``at::parallel_for``,
+which torch's CPU build runs through OpenMP pragmas in its header, hence ``-fopenmp``: without it
+every kernel ran on one thread, tested by ``torch.ops.efflab_qmm.parallel_threads``;
 ops ``torch.ops.efflab_qmm.*``). They run only where /proc/cpuinfo shows :data:`EXT_CPU_FLAGS`,
 :data:`EXT_ENV` is not "0" and the compile succeeded (:func:`extension_available`); otherwise one
 warning says why and the kernels above run. All are exact in int32 with the ``int8`` path's FP32
@@ -48,7 +56,9 @@ epilogue, so they give the same bits as ``int8`` (tested):
 unpacked in registers into w8 + 128 (u8) by one vpshufb per 64 weights from a 16-entry table
 (u - 8) * s_g + 128 of the group, multiplied by the per-token int8 activations with vpdpbusd,
 and 128 * sum(a) subtracted per token; s_x * s_c in the epilogue. Up to 8 tokens share one pass
-over the weight in registers; above, each byte row is unpacked into an L1 buffer first.
+over the weight in registers; above, each byte row is unpacked into an L1 buffer first. The
+packed stream is prefetched into L2 4 KiB ahead: without it, unpacking and DRAM reads hardly
+overlapped (cold, M = 1: 0.49 ms vs 0.36-0.38 ms with it; the source says more).
 ``amx``: a tiled int8 GEMM on AMX (needs :data:`AMX_CPU_FLAGS`, :func:`amx_available`): blocks of 16
 byte rows are unpacked (vpshufb) and transposed into AMX's VNNI B-tile layout in an L2 buffer,
 then multiplied by every pair of 16-token activation tiles with tdpbssd.
@@ -58,9 +68,10 @@ in one C++ pass each (the same ops in the same order: bit-identical, tested).
 ``auto``: ``vnni`` for M <= :data:`A8W4_VNNI_MAX_M` tokens, else ``amx``; without AMX ``vnni`` up to
 :data:`A8W4_VNNI_NO_AMX_MAX_M`, else ``int8``; without the compiled kernels ``int4pack`` for
 M <= :data:`A8W4_INT4PACK_MAX_M`, else ``int8``. Thresholds measured on the benchmark's 2-core
-Xeon (AVX512-VNNI, AMX-INT8), 4096 x 4096, cold, 2 threads, interleaved (benchmarks/bench_qmatmul.py):
-vnni beats amx at M = 1 and ties at M = 8; amx wins from M = 16 (2x at 16, 3x at 64 over vnni);
-vnni beats int8 up to M = 32 and ties at 64. Explicit ``vnni`` / ``amx`` where they cannot run
+Xeon (AVX512-VNNI, AMX-INT8, 480 MiB L3), 4096 x 4096, cold, 2 threads, interleaved
+(benchmarks/bench_qmatmul.py, 2026-11-27): vnni 0.40 ms at M = 1 (84 % of the int4 floor) vs
+amx 0.79, 0.63 vs 0.80 at M = 8; amx wins from M = 12 (0.85 vs 1.23 ms; 1.36 vs 4.0 at M = 64);
+vnni beats int8 up to M = 16 (1.32 vs 1.45 ms) and loses at 32 (2.20 vs 1.57). Explicit ``vnni`` / ``amx`` where they cannot run
 fall back like ``auto`` without them (:meth:`QLinear.kernel_for` says which runs).
 :func:`a8w4_from_weight` is a plain round-to-nearest choice of the codes/scales (the DGQ paper's
 grid search belongs to the paper's folder and calls :meth:`QLinear.from_a8w4_codes`).
@@ -100,16 +111,21 @@ from torch import nn
 from shared import numformats as nf
 
 SCHEMES = ("w8a8", "a8w4", "w8", "w4")
-KERNELS = {"w8a8": ("auto", "onednn", "int_mm"), "a8w4": ("auto", "vnni", "amx", "int8", "int4pack"),
+KERNELS = {"w8a8": ("auto", "onednn", "int_mm", "vnni"), "a8w4": ("auto", "vnni", "amx", "int8", "int4pack"),
            "w8": ("auto", "int8pack", "bf16"), "w4": ("auto", "int4pack")}  # fmt: skip
+W8A8_VNNI_MAX_M = 8  # w8a8 "auto" with the compiled kernels: "vnni" up to this many tokens, "onednn" above
 A8W4_SCALE_MAX = 16  # largest integer group scale of a8w4_from_weight: 7 * 16 = 112 fits int8
 A8W4_INT4PACK_MAX_M = 8  # a8w4 "auto" without the compiled kernel: aten's int4 kernel up to this many tokens, the int8 GEMM above
 A8W4_VNNI_MAX_M = 8  # a8w4 "auto" with the compiled kernels: "vnni" up to this many tokens, "amx" above (module doc)
-A8W4_VNNI_NO_AMX_MAX_M = 32  # the same without AMX: "vnni" up to this many tokens, "int8" above
+A8W4_VNNI_NO_AMX_MAX_M = 16  # the same without AMX: "vnni" up to this many tokens, "int8" above
 EXT_ENV = "EFFLAB_QMATMUL_EXT"  # "0": never compile or use shared/csrc (the fallback kernels run)
 EXT_SOURCE = Path(__file__).resolve().parent / "csrc" / "a8w4_vnni.cpp"
 DATA_FILES = ("csrc/a8w4_vnni.cpp",)  # read besides Python: pipelines.dvcgen makes it a dependency of the papers using this
-EXT_CFLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni", "-mamx-tile", "-mamx-int8")
+# -fopenmp: torch's CPU build runs at::parallel_for through OpenMP pragmas in the header, which a
+# compile without it drops: the kernels then ran on one thread whatever torch.get_num_threads() said
+EXT_CFLAGS = ("-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni", "-mamx-tile",
+              "-mamx-int8")  # fmt: skip
+EXT_LDFLAGS = ("-fopenmp",)
 EXT_CPU_FLAGS = ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni")  # /proc/cpuinfo names
 AMX_CPU_FLAGS = ("amx_tile", "amx_int8")  # and the kernel must grant the tile state (arch_prctl)
 W8_INT8PACK_MAX_M = 32  # w8 "auto": aten's int8pack kernel up to this many tokens, the bf16 GEMM above
@@ -145,7 +161,7 @@ def _load_extension() -> None:
     build.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     cpp_extension.load(name="efflab_qmm", sources=[str(EXT_SOURCE)], extra_cflags=list(EXT_CFLAGS),
-                       build_directory=str(build), is_python_module=False, verbose=False)  # fmt: skip
+                       extra_ldflags=list(EXT_LDFLAGS), build_directory=str(build), is_python_module=False, verbose=False)  # fmt: skip
     logging.getLogger(__name__).info("loaded %s (%.1f s; built in %s with %s)", EXT_SOURCE.name,
                                      time.perf_counter() - start, build, " ".join(EXT_CFLAGS))  # fmt: skip
 
@@ -171,8 +187,8 @@ def extension_available(refresh: bool = False) -> bool:
                 why = f"compiling {EXT_SOURCE.name} failed: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}"
         _EXT.update(ok=why is None, why=why)
         if why:
-            warnings.warn(f"shared.qmatmul: the compiled A8W4 kernel is off ({why}); a8w4 runs the int4pack / int8 kernels",
-                          RuntimeWarning, stacklevel=2)  # fmt: skip
+            warnings.warn(f"shared.qmatmul: the compiled kernels are off ({why}); a8w4 runs the int4pack / int8 kernels, "
+                          "w8a8 oneDNN / _int_mm", RuntimeWarning, stacklevel=2)  # fmt: skip
     return _EXT["ok"]
 
 
@@ -349,12 +365,16 @@ class QLinear(nn.Module):
         kernel is off: what "auto" runs without it)."""
         cpu = torch.device(device).type == "cpu"
         if self.kernel == "vnni" and cpu and not extension_available():
+            if self.scheme == "w8a8":
+                return "onednn" if has_onednn_qlinear() else "int_mm"
             return "int4pack" if m <= A8W4_INT4PACK_MAX_M else "int8"
         if self.kernel == "amx" and cpu and not amx_available():
             return "int8"
         if self.kernel != "auto":
             return self.kernel
         if self.scheme == "w8a8":
+            if cpu and m <= W8A8_VNNI_MAX_M and extension_available():
+                return "vnni"
             return "onednn" if cpu and has_onednn_qlinear() else "int_mm"
         if self.scheme == "a8w4":
             if cpu and extension_available():
@@ -402,6 +422,11 @@ class QLinear(nn.Module):
 
     def _w8a8_int_mm(self, x2):
         return self._int8_gemm(x2, self.codes, "int_mm")
+
+    def _w8a8_vnni(self, x2):
+        if x2.device.type != "cpu":
+            raise ValueError(f"kernel: 'vnni' is a CPU kernel (x is on {x2.device})")
+        return torch.ops.efflab_qmm.w8a8_gemv(x2.float().contiguous(), self.codes, self.scales)
 
     def _int8_weight(self, out: torch.Tensor | None = None) -> torch.Tensor:
         """A8W4: the int8 weight codes * group scales [N, K], unpacked from the int4 storage (into ``out``)."""

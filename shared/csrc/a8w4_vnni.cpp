@@ -1,4 +1,4 @@
-// A8W4 (DGQ) kernels for x86 CPUs with AVX512-BW and AVX512-VNNI, compiled at first use by
+// A8W4 (DGQ) and few-token W8A8 kernels for x86 CPUs with AVX512-BW and AVX512-VNNI, compiled at first use by
 // shared/qmatmul.py (torch.utils.cpp_extension.load; ops registered as torch.ops.efflab_qmm.*).
 //
 // Weight layout (shared/qmatmul.py): packed uint8 [N/2, K], byte (r, k) holds q[r, k] + 8 in its
@@ -190,8 +190,10 @@ void dot_buffer(const Job& j, const uint8_t* w, const int8_t* a, int32_t* d0, in
 
 // Straight from the packed row (group a power of two and a multiple of 64 * U): unpacked in
 // registers, one table per row and 64 * U weights (an L1 broadcast load); the packed stream is
-// prefetched kPrefetch bytes ahead.
-constexpr int64_t kPrefetch = 1024;
+// prefetched into L2 kPrefetch bytes ahead. Without it the unpacking and the DRAM reads hardly
+// overlapped (cold 4096 x 4096, M = 1, 2 threads: 0.49 ms, the pure read 0.32 ms, the hot kernel 0.16 ms);
+// into L2 4 KiB ahead: 0.36-0.38 ms. Into L1 (any distance 1-8 KiB) it stayed at ~0.46-0.49 ms.
+constexpr int64_t kPrefetch = 4096;
 template <int T, int U>
 void dot_packed(const Job& j, int64_t r, const int8_t* a, int32_t* out0, int32_t* out1) {
   const uint8_t* src = j.packed + r * j.K;
@@ -207,7 +209,7 @@ void dot_packed(const Job& j, int64_t r, const int8_t* a, int32_t* out0, int32_t
     const __m512i t0 = table(g0[g]), t1 = table(g1[g]);
     for (int u = 0; u < U; ++u) {
       const uint8_t* p = src + k + u * kChunk;
-      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetch), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetch), _MM_HINT_T1);
       const __m512i b = _mm512_loadu_si512(p);
       const __m512i v0 = _mm512_shuffle_epi8(t0, _mm512_and_si512(b, low4));
       const __m512i v1 = _mm512_shuffle_epi8(t1, _mm512_and_si512(_mm512_srli_epi16(b, 4), low4));
@@ -237,20 +239,40 @@ void check(const at::Tensor& packed, const at::Tensor& gs) {
               "group_scales: must be a contiguous int8 [N, K/group] tensor, group even");
 }
 
+// The GEMV kernels' inputs: x FP32 [M, K] and channel scales sc FP32 [N] checked, x quantised
+// per token into a [M, Kp] (zero pad), its scales sx and code sums asum.
+struct Tokens {
+  int64_t M, Kp;
+  std::vector<int8_t> a;
+  std::vector<float> sx;
+  std::vector<int32_t> asum;
+  Tokens(const at::Tensor& x, const at::Tensor& sc, int64_t N, int64_t K)
+      : M(x.dim() == 2 ? x.size(0) : 0), Kp((K + kPad - 1) / kPad * kPad) {
+    TORCH_CHECK(sc.dim() == 1 && sc.scalar_type() == at::kFloat && sc.is_contiguous() && sc.size(0) == N,
+                "channel_scales: must be a contiguous FP32 [N] tensor");
+    TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous() && x.size(1) == K,
+                "x: must be a contiguous FP32 [M, in_features] tensor");
+    a.resize(static_cast<size_t>(M * Kp));
+    sx.resize(static_cast<size_t>(M));
+    asum.resize(static_cast<size_t>(M));
+    if (M > 0) quantize_tokens(x.data_ptr<float>(), M, K, Kp, a.data(), sx.data(), asum.data());
+  }
+  // y[m, n] from the (w + 128) x a dot product d: minus 128 * sum(a), then the FP32 ops of the
+  // int8 path (acc.float() * sx * sc), in its order
+  float out(int32_t d, int64_t m, float sc) const {
+    const uint32_t c = 128u * static_cast<uint32_t>(asum[m]);
+    return static_cast<float>(static_cast<int32_t>(static_cast<uint32_t>(d) - c)) * sx[m] * sc;
+  }
+};
+
 at::Tensor a8w4_gemm(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& gs, const at::Tensor& sc) {
   check(packed, gs);
   const int64_t half = packed.size(0), K = packed.size(1), N = 2 * half, G = gs.size(1);
-  TORCH_CHECK(sc.dim() == 1 && sc.scalar_type() == at::kFloat && sc.is_contiguous() && sc.size(0) == N,
-              "channel_scales: must be a contiguous FP32 [N] tensor");
-  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous() && x.size(1) == K,
-              "x: must be a contiguous FP32 [M, in_features] tensor");
-  const int64_t M = x.size(0), Kp = (K + kPad - 1) / kPad * kPad;
+  const Tokens tk(x, sc, N, K);
+  const int64_t M = tk.M, Kp = tk.Kp;
   at::Tensor y = at::empty({M, N}, x.options());
   if (M == 0 || N == 0) return y;
-  std::vector<int8_t> a(static_cast<size_t>(M * Kp));
-  std::vector<float> sx(static_cast<size_t>(M));
-  std::vector<int32_t> asum(static_cast<size_t>(M));
-  quantize_tokens(x.data_ptr<float>(), M, K, Kp, a.data(), sx.data(), asum.data());
+  const int8_t* a = tk.a.data();
   const Job j{packed.data_ptr<uint8_t>(), gs.data_ptr<int8_t>(), K, Kp, G, K / G, half};
   const bool pow2 = (j.group & (j.group - 1)) == 0;
   const int fused_u = M > kTokens || !pow2 || j.group % kChunk ? 0 : (j.group % (2 * kChunk) == 0 && M <= 4 ? 2 : 1);
@@ -264,17 +286,72 @@ at::Tensor a8w4_gemm(const at::Tensor& x, const at::Tensor& packed, const at::Te
       if (!fused_u) unpack_row(j.packed + r * K, K, j.group, j.gs + n0 * G, j.gs + n1 * G, w.data(), w.data() + Kp, true, false);
       for (int64_t m0 = 0; m0 < M; m0 += kTokens) {
         const int T = static_cast<int>(std::min<int64_t>(kTokens, M - m0));
-        const int8_t* am = a.data() + m0 * Kp;
+        const int8_t* am = a + m0 * Kp;
         if (fused_u == 1 && T > 4) kPacked[T](j, r, am, d0, d1);
         else if (fused_u == 1) (T == 1 ? dot_packed<1, 1> : T == 2 ? dot_packed<2, 1> : T == 3 ? dot_packed<3, 1> : dot_packed<4, 1>)(j, r, am, d0, d1);
         else if (fused_u == 2) kPacked[T](j, r, am, d0, d1);
         else kBuf[T](j, w.data(), am, d0, d1);
-        for (int t = 0; t < T; ++t) {  // minus 128 * sum(a); then the FP32 ops of the int8 path, in its order
-          const uint32_t c = 128u * static_cast<uint32_t>(asum[m0 + t]);
-          const int32_t y0 = static_cast<int32_t>(static_cast<uint32_t>(d0[t]) - c);
-          const int32_t y1 = static_cast<int32_t>(static_cast<uint32_t>(d1[t]) - c);
-          out[(m0 + t) * N + n0] = static_cast<float>(y0) * sx[m0 + t] * s[n0];
-          out[(m0 + t) * N + n1] = static_cast<float>(y1) * sx[m0 + t] * s[n1];
+        for (int t = 0; t < T; ++t) {
+          out[(m0 + t) * N + n0] = tk.out(d0[t], m0 + t, s[n0]);
+          out[(m0 + t) * N + n1] = tk.out(d1[t], m0 + t, s[n1]);
+        }
+      }
+    }
+  });
+  return y;
+}
+
+// ----------------------------------------------------------------------------- W8A8, few tokens
+// w8a8_gemv: the same y as a8w4_gemm for plain int8 weights w [N, K] (W8A8, per-channel scales):
+// rows r and r + ceil(N/2) are streamed together (two prefetched streams), each 64 weights
+// flipped to w + 128 (u8) by one xor, and the 128 * sum(a) this adds is subtracted per token.
+// For few tokens (oneDNN's prepacked GEMM is faster from M ~ 8 on, qmatmul.W8A8_VNNI_MAX_M).
+template <int T, int U>
+void dot_int8_rows(const int8_t* w0, const int8_t* w1, int64_t K, const int8_t* a, int64_t Kp, int32_t* out0,
+                   int32_t* out1) {
+  const __m512i flip = _mm512_set1_epi8(-128);
+  dot_rows<T, U>(a, Kp, Kp, [&](int64_t k, __m512i& v0, __m512i& v1) {
+    _mm_prefetch(reinterpret_cast<const char*>(w0 + k + kPrefetch), _MM_HINT_T1);
+    _mm_prefetch(reinterpret_cast<const char*>(w1 + k + kPrefetch), _MM_HINT_T1);
+    if (k + kChunk <= K) {
+      v0 = _mm512_loadu_si512(w0 + k);
+      v1 = _mm512_loadu_si512(w1 + k);
+    } else {  // the row's tail (or past it: zeros, times the zero padding of a)
+      const __mmask64 t = tail_mask(K > k ? K - k : 0);
+      v0 = _mm512_maskz_loadu_epi8(t, w0 + k);
+      v1 = _mm512_maskz_loadu_epi8(t, w1 + k);
+    }
+    v0 = _mm512_xor_si512(v0, flip);
+    v1 = _mm512_xor_si512(v1, flip);
+  }, out0, out1);
+}
+
+using Int8Fn = void (*)(const int8_t*, const int8_t*, int64_t, const int8_t*, int64_t, int32_t*, int32_t*);
+constexpr Int8Fn kInt8[kTokens + 1] = {nullptr, dot_int8_rows<1, 2>, dot_int8_rows<2, 2>, dot_int8_rows<3, 2>,
+                                       dot_int8_rows<4, 2>, dot_int8_rows<5, 1>, dot_int8_rows<6, 1>,
+                                       dot_int8_rows<7, 1>, dot_int8_rows<8, 1>};
+
+at::Tensor w8a8_gemv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& sc) {
+  TORCH_CHECK(w.dim() == 2 && w.scalar_type() == at::kChar && w.is_contiguous() && w.is_cpu(),
+              "weight: must be a contiguous CPU int8 [N, K] tensor");
+  const int64_t N = w.size(0), K = w.size(1), half = (N + 1) / 2;
+  const Tokens tk(x, sc, N, K);
+  const int64_t M = tk.M, Kp = tk.Kp;
+  at::Tensor y = at::empty({M, N}, x.options());
+  if (M == 0 || N == 0) return y;
+  const int8_t* wp = w.data_ptr<int8_t>();
+  const float* s = sc.data_ptr<float>();
+  float* out = y.data_ptr<float>();
+  at::parallel_for(0, half, std::max<int64_t>(1, 16384 / std::max<int64_t>(K, 1)), [&](int64_t rb, int64_t re) {
+    int32_t d0[kTokens], d1[kTokens];
+    for (int64_t r = rb; r < re; ++r) {
+      const int64_t n0 = r, n1 = r + half < N ? r + half : r;  // odd N: the last row pairs with itself
+      for (int64_t m0 = 0; m0 < M; m0 += kTokens) {
+        const int T = static_cast<int>(std::min<int64_t>(kTokens, M - m0));
+        kInt8[T](wp + n0 * K, wp + n1 * K, K, tk.a.data() + m0 * Kp, Kp, d0, d1);
+        for (int t = 0; t < T; ++t) {
+          out[(m0 + t) * N + n0] = tk.out(d0[t], m0 + t, s[n0]);
+          if (n1 != n0) out[(m0 + t) * N + n1] = tk.out(d1[t], m0 + t, s[n1]);
         }
       }
     }
@@ -515,12 +592,25 @@ at::Tensor a8w4_amx(const at::Tensor& x, const at::Tensor& packed, const at::Ten
 
 bool has_amx() { return amx_permission(); }
 
+// How many threads at::parallel_for ran the n items on, as this translation unit compiles it
+// (a test: without -fopenmp the OpenMP pragma in ATen's header is dropped and it says 1).
+int64_t parallel_threads(int64_t n) {
+  std::vector<int> seen(static_cast<size_t>(std::max(at::get_num_threads(), 1)), 0);
+  at::parallel_for(0, n, 1, [&](int64_t, int64_t) {
+    const int t = at::get_thread_num();
+    if (t >= 0 && t < static_cast<int>(seen.size())) seen[static_cast<size_t>(t)] = 1;
+  });
+  return std::count(seen.begin(), seen.end(), 1);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(efflab_qmm, m) {
   m.def("a8w4_gemm(Tensor x, Tensor packed, Tensor group_scales, Tensor channel_scales) -> Tensor", &a8w4_gemm);
   m.def("a8w4_amx(Tensor x, Tensor packed, Tensor group_scales, Tensor channel_scales) -> Tensor", &a8w4_amx);
   m.def("amx_ok() -> bool", &has_amx);
+  m.def("parallel_threads(int n) -> int", &parallel_threads);
+  m.def("w8a8_gemv(Tensor x, Tensor weight, Tensor channel_scales) -> Tensor", &w8a8_gemv);
   m.def("quantize_rows(Tensor x) -> (Tensor, Tensor)", &quantize_rows);
   m.def("scale_int32(Tensor(a!) acc, Tensor sx, Tensor sc) -> Tensor(a!)", &scale_int32);
   m.def("a8w4_unpack(Tensor packed, Tensor group_scales, Tensor(a!) out) -> ()", &a8w4_unpack);

@@ -1,11 +1,14 @@
 """Low-precision linear layers (shared/qmatmul.py): kernels against the dequantise-then-FP32 reference,
 int4 packing, DGQ scales, activation quantisation bit for bit, errors naming the argument."""
 
+import os
+
 import pytest
 import torch
 
 from shared import numformats as nf
 from shared import qmatmul
+from shared.timing import pinned_threads
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -55,7 +58,9 @@ def test_auto_kernel_is_visible():
     assert qmatmul.QLinear.from_linear(lin, "w8").kernel_for(1) == "int8pack"
     assert qmatmul.QLinear.from_linear(lin, "w8").kernel_for(64) == "bf16"
     w8a8 = qmatmul.QLinear.from_linear(lin, "w8a8")
-    assert w8a8.kernel_for(8) == ("onednn" if qmatmul.has_onednn_qlinear() else "int_mm")
+    big = "onednn" if qmatmul.has_onednn_qlinear() else "int_mm"
+    assert w8a8.kernel_for(qmatmul.W8A8_VNNI_MAX_M) == ("vnni" if qmatmul.extension_available() else big)
+    assert w8a8.kernel_for(qmatmul.W8A8_VNNI_MAX_M + 1) == big
     assert w8a8.kernel_for(8, "cuda") == "int_mm"
     assert "kernel=auto" in repr(w8a8)
 
@@ -155,7 +160,7 @@ def test_state_dict_roundtrip():
 @pytest.fixture
 def extension():
     if not qmatmul.extension_available():
-        pytest.skip(f"the compiled A8W4 kernel is off here ({qmatmul._EXT['why']})")
+        pytest.skip(f"the compiled kernels are off here ({qmatmul._EXT['why']})")
 
 
 # odd shapes: K a multiple of the group but not of 64 / 128, groups below one vector, N not a multiple of 16
@@ -182,6 +187,51 @@ def test_vnni_equals_int8_path_bit_for_bit(extension, k, n, group, m):
     assert torch.equal(w8, q._int8_weight())
 
 
+# odd N (the last row pairs with itself), K not a multiple of 64, int8 edges, > 8 tokens (two blocks)
+@pytest.mark.parametrize("k,n", [(256, 96), (200, 33), (64, 1), (1000, 7)])
+@pytest.mark.parametrize("m", [1, 8, 11])
+def test_w8a8_vnni_equals_int_mm_bit_for_bit(extension, k, n, m):
+    torch.manual_seed(k + n + m)
+    lin = torch.nn.Linear(k, n)
+    q = qmatmul.QLinear.from_linear(lin, "w8a8", kernel="vnni")
+    q.codes[0, :2] = torch.tensor([-128, 127], dtype=torch.int8)
+    x = torch.randn(m, k) * torch.logspace(-2, 2, m)[:, None]
+    x[0] = 0  # an all-zero token
+    y = q(x)
+    q.kernel = "int_mm"
+    assert torch.equal(y, q(x))
+
+
+def test_compiled_kernels_use_torchs_threads(extension):
+    # at::parallel_for is OpenMP in the header: compiled without -fopenmp it silently ran on one thread
+    with pinned_threads(2):
+        assert torch.ops.efflab_qmm.parallel_threads(64) == min(2, os.cpu_count() or 1)
+    with pinned_threads(1):
+        assert torch.ops.efflab_qmm.parallel_threads(64) == 1
+
+
+@pytest.mark.parametrize("m", [1, 5, 40])
+def test_threaded_kernels_equal_the_int8_path(extension, m):
+    # enough byte rows (N/2 = 512 at K = 256) that parallel_for splits them between the threads
+    torch.manual_seed(m)
+    n, k, group = 1024, 256, 64
+    codes = torch.randint(-8, 8, (n, k), dtype=torch.int8)
+    q = qmatmul.QLinear.from_a8w4_codes(codes, torch.randint(1, 17, (n, k // group), dtype=torch.int8),
+                                        torch.rand(n) + 0.1, kernel="vnni")  # fmt: skip
+    x = torch.randn(m, k)
+    with pinned_threads(2):
+        y = q(x)
+        q.kernel = "int8"
+        assert torch.equal(y, q(x))
+        if qmatmul.amx_available():
+            q.kernel = "amx"
+            assert torch.equal(y, q(x))
+        w8a8 = qmatmul.QLinear.from_linear(torch.nn.Linear(k, n), "w8a8", kernel="vnni")
+        y = w8a8(x)
+        w8a8.kernel = "int_mm"
+        assert torch.equal(y, w8a8(x))
+
+
 def test_vnni_kernel_errors(extension):
     q = qmatmul.QLinear.from_linear(_linear(), "a8w4", group=64, kernel="vnni")
     assert q.kernel_for(1) == q.kernel_for(512) == "vnni"
@@ -200,13 +250,16 @@ def test_fallback_when_extension_disabled(monkeypatch):
     compiled = qmatmul.quantize_tokens(x * torch.logspace(-3, 3, 256))
     monkeypatch.setenv(qmatmul.EXT_ENV, "0")
     try:
-        with pytest.warns(RuntimeWarning, match=f"compiled A8W4 kernel is off \\({qmatmul.EXT_ENV}=0\\)"):
+        with pytest.warns(RuntimeWarning, match=f"compiled kernels are off \\({qmatmul.EXT_ENV}=0\\)"):
             assert not qmatmul.extension_available(refresh=True)
         plain = qmatmul.quantize_tokens(x * torch.logspace(-3, 3, 256))  # torch ops: the same numbers
         assert torch.equal(plain[0], compiled[0]) and torch.equal(plain[1], compiled[1])
         auto = qmatmul.QLinear.from_linear(lin, "a8w4", group=64)
         assert auto.kernel_for(1) == q.kernel_for(1) == "int4pack" and q.kernel_for(64) == auto.kernel_for(64) == "int8"
         assert qmatmul.QLinear.from_linear(lin, "a8w4", group=64, kernel="amx").kernel_for(64) == "int8"
+        big = "onednn" if qmatmul.has_onednn_qlinear() else "int_mm"
+        assert qmatmul.QLinear.from_linear(lin, "w8a8", kernel="vnni").kernel_for(1) == big
+        assert qmatmul.QLinear.from_linear(lin, "w8a8").kernel_for(1) == big
         ref = q.reference(x)
         assert (q(x) - ref).abs().max() <= TOL["int4pack"] * ref.abs().max()
         x40 = torch.randn(40, 256)
