@@ -10,6 +10,17 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+class WeakSearch(BaseModel):
+    """A second search with a weaker policy, where accuracy can separate the methods: added after the
+    cpu run in which every method solved every problem with the large policy (README)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policy: str = Field(min_length=1, description="policy of the reasoning artifact that searches (e.g. small)")
+    widths: list[int] = Field(min_length=1, description="search widths W (each needs a lambda_s value)")
+    claim_width: int = Field(ge=1, description="the width its accuracy claims are checked at")
+
+
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -29,6 +40,7 @@ class Params(BaseModel):
     extra_steps: int = Field(ge=0, description="depth limit past the gold solution's steps (+1 for the answer)")
     concurrency: int = Field(ge=1, description="searches sharing a decode batch in the time proxy (weights read once per batch)")
     num_threads: int = Field(ge=1, description="torch CPU threads for every notebook (timings included)")
+    weak: WeakSearch | None = Field(description="the weak-policy search of the weak_* accuracy claims; null: not run")
 
     @model_validator(mode="after")
     def _check(self) -> "Params":
@@ -36,7 +48,11 @@ class Params(BaseModel):
             raise ValueError(f"widths: every width must be >= 2 (a tree needs a choice), got {self.widths}")
         if self.claim_width not in self.widths:
             raise ValueError(f"claim_width: {self.claim_width} must be one of widths {self.widths}")
-        missing = [w for w in self.widths if w not in self.lambda_s]
+        if self.weak is not None and self.weak.claim_width not in self.weak.widths:
+            raise ValueError(f"weak.claim_width: {self.weak.claim_width} must be one of weak.widths {self.weak.widths}")
+        if self.weak is not None and any(w < 2 for w in self.weak.widths):
+            raise ValueError(f"weak.widths: every width must be >= 2, got {self.weak.widths}")
+        missing = [w for w in self.widths + (self.weak.widths if self.weak else []) if w not in self.lambda_s]
         if missing:
             raise ValueError(f"lambda_s: needs a value for every width, missing {missing}")
         if any(v < 0 for v in self.lambda_s.values()):

@@ -500,3 +500,20 @@ def claim_metrics(summary, width: int) -> dict[str, float | int | None]:
         if flag:
             out[k] = None
     return out
+
+
+WEAK_KEYS = ("ets_accuracy_delta", "beam_lowest_accuracy", "no_coverage_accuracy_gain", "ets_kv_ratio")
+
+
+def weak_metrics(summary, width: int | None) -> dict[str, float | int | None]:
+    """The weak-policy regime's numbers, prefixed ``weak_``: its accuracy comparisons (and KV ratio)
+    at ``width`` under :func:`claim_metrics`' ceiling rule, and every method's accuracy there; all
+    None when the regime did not run (``summary`` None)."""
+    if summary is None:
+        return {f"weak_{k}": None for k in WEAK_KEYS} | {"weak_claim_width": width}
+    found = claim_metrics(summary, width)
+    at = summary[summary["width"] == width].set_index("method")
+    out = {f"weak_{k}": found[k] for k in WEAK_KEYS}
+    out |= {f"weak_uninformative_{k}": found[f"uninformative_{k}"] for k in WEAK_KEYS if f"uninformative_{k}" in found}
+    out |= {f"weak_{m}_accuracy": round(float(at.loc[m, "accuracy"]), 4) for m in METHODS}
+    return out | {"weak_claim_width": width}

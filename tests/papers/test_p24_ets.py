@@ -167,6 +167,21 @@ def test_claim_metrics_ceiling_rule():
     assert search.uninformative([0.99, 0.999]) and not search.uninformative([0.98, 1.0])
 
 
+def test_weak_metrics_prefix_the_claim_metrics_and_are_none_when_not_run():
+    rows = [{"width": 16, "method": m, "accuracy": a, "kv_tokens": kv, "time_proxy_mb": 1.0, "model_calls": 10.0}
+            for m, a, kv in zip(search.METHODS, [0.6, 0.3, 0.5, 0.55, 0.5], [100, 50, 60, 70, 65])]
+    got = search.weak_metrics(pd.DataFrame(rows), 16)
+    assert got["weak_ets_accuracy_delta"] == -0.05 and got["weak_beam_lowest_accuracy"] == 1
+    assert got["weak_no_coverage_accuracy_gain"] == -0.05 and got["weak_ets_kv_ratio"] == 0.7
+    assert got["weak_uninformative_ets_accuracy_delta"] == 0 and got["weak_ets_accuracy"] == 0.55
+    assert got["weak_claim_width"] == 16
+    tied = search.weak_metrics(pd.DataFrame([r | {"accuracy": 1.0} for r in rows]), 16)  # the ceiling rule holds here too
+    assert tied["weak_ets_accuracy_delta"] is None and tied["weak_uninformative_ets_accuracy_delta"] == 1
+    off = search.weak_metrics(None, None)
+    assert off["weak_ets_accuracy_delta"] is None and off["weak_beam_lowest_accuracy"] is None
+    assert set(off) <= set(got)  # the keys a claim reads exist whether or not the regime ran
+
+
 def test_params_errors_name_the_key():
     import yaml
 
@@ -181,6 +196,11 @@ def test_params_errors_name_the_key():
         config.Params(**(base | {"widths": [16, 32], "claim_width": 16}))
     with pytest.raises(ValueError, match="widths: every width must be >= 2"):
         config.Params(**(base | {"widths": [1, 64]}))
+    with pytest.raises(ValueError, match=r"weak.claim_width: 64 must be one of weak.widths \[16\]"):
+        config.Params(**(base | {"weak": {"policy": "small", "widths": [16], "claim_width": 64}}))
+    with pytest.raises(ValueError, match=r"lambda_s: needs a value for every width, missing \[8\]"):
+        config.Params(**(base | {"weak": {"policy": "small", "widths": [8], "claim_width": 8}}))
+    assert config.Params(**(base | {"weak": None})).weak is None
 
 
 def test_noisy_oracle_flips_a_share_of_labels_consistently():

@@ -49,6 +49,24 @@ metrics = {f"w{r.width}_{r.method}_{k}": round(float(getattr(r, k)), 4)
            for r in summary.itertuples() for k in ("accuracy", "kv_tokens", "model_calls", "tokens", "time_proxy_mb", "kept_share")}
 metrics |= search.claim_metrics(summary, p.claim_width)
 metrics["claim_width"] = p.claim_width
+
+# %% [markdown]
+# The accuracy claims' second regime: the same problems searched by a weaker policy (config `weak`),
+# where the methods need not all solve everything (with the large policy they all score 1.00 at cpu).
+
+# %%
+weak_metrics = search.weak_metrics(None, p.weak.claim_width if p.weak else None)
+if p.weak is not None:
+    weak_policy = reasoning.load_policy(folder, p.weak.policy, device=run.device)
+    weak_summary, _, weak_seconds = search.compare(
+        weak_policy, verifier, problems, p.weak.widths, p.lambda_s, concurrency=p.concurrency, progress=run.progress,
+        temperature=p.temperature, softmax_temperature=p.softmax_temperature, lambda_c=p.lambda_c,
+        extra_steps=p.extra_steps, seed=run.seed)
+    run.save_table(weak_summary.assign(policy=weak_policy.name), "methods_weak_policy")
+    weak_metrics = search.weak_metrics(weak_summary, p.weak.claim_width)
+    seconds |= {f"weak_{k}": v for k, v in weak_seconds.items()}
+    print(f"weak policy {weak_policy.name}:\n{weak_summary.round(3).to_string()}")
+metrics |= weak_metrics
 run.log_metrics(metrics)
 run.log_timings({f"search_seconds_{k}": round(v, 3) for k, v in seconds.items()})
 {k: v for k, v in metrics.items() if not k.startswith("w")}
