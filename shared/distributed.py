@@ -44,6 +44,11 @@ import torch
 import torch.distributed as dist
 
 DEFAULT_TIMEOUT_S = 600.0  # a rank that has not reported by then is a hung run
+# AdamW's step divides by sqrt(v) + eps (eps = 1e-8): its slope in g is lr * eps / (|g| + eps)^2, up to
+# lr / eps, so where |g| ~ eps a last-bit difference in g (an all-reduce sums the shards in another
+# order) moves a parameter by up to a whole lr-sized step; where |g| >= 100 eps the slope is <= lr / (1e4 eps)
+# (<= 30 at lr 3e-3: a gradient difference of 3e-8 then moves it < 1e-6 a step).
+ADAMW_EPS_REGIME = 1e-6
 OPS = {"sum": dist.ReduceOp.SUM, "mean": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
 
 
@@ -252,3 +257,34 @@ def torchrun_args(paper: str, parser: argparse.ArgumentParser, argv: list[str] |
     if hasattr(params, "num_threads"):
         torch.set_num_threads(params.num_threads)
     return args, params, tree.get("seed", 0), "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ---------------------------------------------------------------- data-parallel exactness
+def adamw_stable_mask(spec, seed: int, batch) -> torch.Tensor:
+    """Flat bool mask in parameter order over the zoo model ``spec`` built with ``seed``: the
+    elements whose whole-batch gradient at the start (autograd, the trainer's loss on ``batch``)
+    has |g| >= :data:`ADAMW_EPS_REGIME`, where AdamW does not amplify rounding."""
+    from shared import trainer, zoo
+
+    model = zoo.build(spec, seed=seed)
+    trainer.training_loss(model, *batch).backward()
+    return torch.cat([q.grad.reshape(-1) for q in model.parameters()]).abs() >= ADAMW_EPS_REGIME
+
+
+def dp_agreement(ranks: list[dict], single: dict, stable: torch.Tensor | None = None) -> dict:
+    """Data-parallel ranks against a single-process run of the same worker (``spawn(worker, 1)``).
+    Each result holds ``params`` (flat, final), ``losses`` and ``grads`` (step 1's reduced gradients,
+    a list of tensor lists; may be empty). Returns: ``ranks``, ``n_params``, the max |parameter
+    difference| over the ranks everywhere and where ``stable`` is set (:func:`adamw_stable_mask`;
+    None: everywhere) with the count outside it, the elements any rank moves by more than 1e-5,
+    step 1's gradients (max over tensors of max |diff| / max |single|; None without them), the max
+    loss difference, and whether the ranks agree bit for bit."""
+    gap = torch.stack([(r["params"] - single["params"]).abs() for r in ranks]).amax(0)
+    stable = torch.ones_like(gap, dtype=torch.bool) if stable is None else stable
+    grads = [(a, b) for ca, cb in zip(ranks[0]["grads"], single["grads"]) for a, b in zip(ca, cb)]
+    return {"ranks": len(ranks), "n_params": int(gap.numel()), "max_abs_diff_vs_single": float(gap.max()),
+            "max_abs_diff_outside_eps": float(gap[stable].max()), "eps_regime_elements": int((~stable).sum()),
+            "elements_over_1e-5": int((gap > 1e-5).sum()),
+            "grad_max_rel_err": max((float((a - b).abs().max() / b.abs().max()) for a, b in grads), default=None),
+            "loss_max_abs_diff": max(abs(a - b) for a, b in zip(ranks[0]["losses"], single["losses"])),
+            "ranks_agree": all(torch.equal(r["params"], ranks[0]["params"]) for r in ranks)}  # fmt: skip

@@ -47,11 +47,6 @@ def reduce_mean(tensors) -> None:
         t.copy_(reduced)
 
 
-# AdamW's step divides by sqrt(v) + eps (eps = 1e-8): its slope in g is lr * eps / (|g| + eps)^2, up to
-# lr / eps = 3e5 at lr 3e-3, so where |g| ~ eps a last-bit difference in g (the all-reduce sums the
-# shards in another order) moves a parameter by up to a whole lr-sized step. Where |g| >= 100 eps the
-# slope is <= lr / (1e4 eps) (<= 30 at lr 3e-3): a gradient difference of 3e-8 then moves it < 1e-6 a step.
-EPS_REGIME = 1e-6
 
 
 def worker(spec, seed: int, cfg, batches, *, device: str = "cpu", checkpoints: str = "host", overlap: bool = True,
@@ -90,32 +85,6 @@ def worker(spec, seed: int, cfg, batches, *, device: str = "cpu", checkpoints: s
     params = torch.cat([q.detach().reshape(-1) for q in model.parameters()])
     return {"rank": rank, "world": world, "losses": losses, "params": params, "times": dict(engine.times),
             "grads": step_one if record_grads else []}  # fmt: skip
-
-
-def outside_eps_regime(spec, seed: int, batch) -> torch.Tensor:
-    """Flat mask in parameter order: the elements whose whole-batch gradient at the start (autograd)
-    has |g| >= EPS_REGIME, where AdamW does not amplify rounding."""
-    from shared import trainer, zoo
-
-    model = zoo.build(spec, seed=seed)
-    trainer.training_loss(model, *batch).backward()
-    return torch.cat([q.grad.reshape(-1) for q in model.parameters()]).abs() >= EPS_REGIME
-
-
-def agreement(results: list[dict], single: dict, outside: torch.Tensor | None = None) -> dict:
-    """The ranks against the single-process ``single`` (a 1-rank worker's result): max |parameter
-    difference| (everywhere, and where ``outside`` is set), how many elements differ by more than
-    1e-5, step 1's all-reduced gradients against the single run's (max over tensors of
-    max |diff| / max |single|; with ``record_grads``), and whether every rank agrees."""
-    diffs = [(r["params"] - single["params"]).abs() for r in results]
-    pairs = [(a, b) for ra, rb in zip(results[0]["grads"], single["grads"]) for a, b in zip(ra, rb)]
-    mask = torch.ones_like(diffs[0], dtype=torch.bool) if outside is None else outside
-    return {"max_abs_diff_vs_single": max(float(d.max()) for d in diffs),
-            "max_abs_diff_outside_eps": max(float(d[mask].max()) for d in diffs),
-            "eps_regime_elements": int((~mask).sum()),
-            "elements_over_1e-5": max(int((d > 1e-5).sum()) for d in diffs),
-            "grad_max_rel_err": max((float((a - b).abs().max() / b.abs().max()) for a, b in pairs), default=None),
-            "ranks_agree": all(torch.equal(r["params"], results[0]["params"]) for r in results)}  # fmt: skip
 
 
 def main(argv=None) -> None:

@@ -33,10 +33,6 @@ def mean_over_ranks(tensors) -> None:
         distributed.all_reduce(t, op="mean")
 
 
-# AdamW's step divides by sqrt(v) + eps (eps = 1e-8): its slope in g is lr * eps / (|g| + eps)^2, up to
-# lr / eps, so where |g| ~ eps a last-bit difference in g (the all-reduce sums the shards in another
-# order) moves a parameter by up to a whole lr-sized step; where |g| >= 100 eps the slope is <= lr / (1e4 eps).
-EPS_REGIME = 1e-6
 
 
 def worker(spec, seed: int, cfg, batches, folder, *, schedule: str = "overlapped", prefetch: int = 2,
@@ -74,27 +70,6 @@ def worker(spec, seed: int, cfg, batches, folder, *, schedule: str = "overlapped
     params = torch.cat([q.detach().cpu().reshape(-1) for q in model.parameters()])
     return {"rank": rank, "world": world, "losses": (losses / world).tolist(), "params": params,
             "step_s": rows["step_s"].tolist(), "grads": step_one if record_grads else []}  # fmt: skip
-
-
-def compare(ranks: list[dict], single: dict, spec, seed: int, batch) -> dict:
-    """The data-parallel ranks against the single-process run ``single`` (a 1-rank worker), as
-    ``dp_*`` metrics: max |parameter difference| everywhere and over the elements whose gradient
-    on the whole first batch at the start (autograd) has |g| >= EPS_REGIME, the elements beyond
-    1e-5, step 1's all-reduced gradients vs the single run's (max over the chunks' tensors of
-    max |diff| / max |single|), the losses, and whether the ranks agree bit for bit."""
-    from shared import trainer, zoo
-
-    start = zoo.build(spec, seed=seed)
-    trainer.training_loss(start, *batch).backward()
-    large = torch.cat([q.grad.reshape(-1) for q in start.parameters()]).abs() >= EPS_REGIME
-    gap = torch.stack([(r["params"] - single["params"]).abs() for r in ranks]).amax(0)
-    grads = [(a, b) for ca, cb in zip(ranks[0]["grads"], single["grads"]) for a, b in zip(ca, cb)]
-    return {"dp_ranks": len(ranks), "dp_n_params": int(gap.numel()), "dp_max_abs_diff_vs_single": float(gap.max()),
-            "dp_max_abs_diff_outside_eps": float(gap[large].max()), "dp_eps_regime_elements": int((~large).sum()),
-            "dp_elements_over_1e-5": int((gap > 1e-5).sum()),
-            "dp_grad_max_rel_err": max((float((a - b).abs().max() / b.abs().max()) for a, b in grads), default=None),
-            "dp_loss_max_abs_diff": max(abs(a - b) for a, b in zip(ranks[0]["losses"], single["losses"])),
-            "dp_ranks_agree": all(torch.equal(r["params"], ranks[0]["params"]) for r in ranks)}  # fmt: skip
 
 
 def main(argv=None) -> None:

@@ -124,14 +124,14 @@ def test_data_parallel_on_two_ranks_equals_one_engine_on_the_full_batch(monkeypa
     assert torch.equal(one["params"], torch.cat([q.detach().reshape(-1) for q in single.parameters()]))
     assert one["losses"] == losses and len(one["grads"]) >= 3  # embedding, layers, head: stage by stage
     results = distributed.spawn(dp.worker, 2, args=(spec(), 0, c, data), kwargs={"record_grads": True})  # 2 rows per rank
-    check = dp.agreement(results, one, dp.outside_eps_regime(spec(), 0, data[0]))
+    check = distributed.dp_agreement(results, one, distributed.adamw_stable_mask(spec(), 0, data[0]))
     assert [r["world"] for r in results] == [2, 2] and check["ranks_agree"]
     assert 0 < check["grad_max_rel_err"] <= 1e-5  # the all-reduced mean of the shards: fp32 summation order only
     assert check["max_abs_diff_outside_eps"] <= check["max_abs_diff_vs_single"] <= 1e-5
     assert results[0]["losses"] == pytest.approx(losses, abs=1e-6)
     # the old behaviour (no all-reduce): each rank follows its own shard, the gradients are the shard's
     monkeypatch.setattr(dp, "reduce_mean", lambda tensors: None)
-    alone = dp.agreement(distributed.spawn(dp.worker, 2, args=(spec(), 0, c, data), kwargs={"record_grads": True}), one)
+    alone = distributed.dp_agreement(distributed.spawn(dp.worker, 2, args=(spec(), 0, c, data), kwargs={"record_grads": True}), one)
     assert not alone["ranks_agree"] and alone["max_abs_diff_vs_single"] > 1e-4 and alone["grad_max_rel_err"] > 1e-2
 
 

@@ -163,15 +163,15 @@ def test_data_parallel_on_two_ranks_equals_one_run_on_the_full_batch(tmp_path, m
     assert torch.equal(one["params"], torch.cat([q.detach().reshape(-1) for q in single.parameters()]))
     assert one["losses"] == rows["loss"].tolist() and len(one["grads"]) == len(offload.chunks(single))
     results = distributed.spawn(dp.worker, 2, args=args, kwargs=kwargs)
-    m = dp.compare(results, one, SPEC, 0, data[0])
-    assert [r["world"] for r in results] == [2, 2] and m["dp_ranks_agree"]
-    assert 0 < m["dp_grad_max_rel_err"] <= 1e-5  # the all-reduced mean of the rows: fp32 summation order only
-    assert m["dp_max_abs_diff_outside_eps"] <= m["dp_max_abs_diff_vs_single"] <= 1e-5
-    assert m["dp_loss_max_abs_diff"] <= 1e-6
+    m = distributed.dp_agreement(results, one, distributed.adamw_stable_mask(SPEC, 0, data[0]))
+    assert [r["world"] for r in results] == [2, 2] and m["ranks_agree"]
+    assert 0 < m["grad_max_rel_err"] <= 1e-5  # the all-reduced mean of the rows: fp32 summation order only
+    assert m["max_abs_diff_outside_eps"] <= m["max_abs_diff_vs_single"] <= 1e-5
+    assert m["loss_max_abs_diff"] <= 1e-6
     # the old behaviour (no all-reduce): each rank follows its own rows and the replicas drift apart
     monkeypatch.setattr(dp, "mean_over_ranks", lambda tensors: None)
-    alone = dp.compare(distributed.spawn(dp.worker, 2, args=args, kwargs=kwargs), one, SPEC, 0, data[0])
-    assert not alone["dp_ranks_agree"] and alone["dp_max_abs_diff_vs_single"] > 1e-4 and alone["dp_grad_max_rel_err"] > 1e-2
+    alone = distributed.dp_agreement(distributed.spawn(dp.worker, 2, args=args, kwargs=kwargs), one)
+    assert not alone["ranks_agree"] and alone["max_abs_diff_vs_single"] > 1e-4 and alone["grad_max_rel_err"] > 1e-2
 
 
 def test_data_parallel_errors_name_the_key():

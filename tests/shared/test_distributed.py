@@ -116,3 +116,22 @@ def test_torchrun_args_parses_the_shared_arguments_and_loads_the_papers_params(t
         distributed.torchrun_args("18", argparse.ArgumentParser(), ["--params", str(tmp_path / "bad.yaml")])
     with pytest.raises(config.ParamError, match="missing"):
         distributed.torchrun_args("18", argparse.ArgumentParser(), ["--params", str(tmp_path / "none.yaml")])
+
+
+def test_dp_agreement_measures_the_ranks_against_the_single_run():
+    single = {"params": torch.tensor([1.0, 2.0, 3.0, 4.0]), "losses": [2.0, 1.5], "grads": [[torch.tensor([1.0, -2.0])]]}
+    same = {"params": single["params"].clone(), "losses": [2.0, 1.5], "grads": [[torch.tensor([1.0, -2.0])]]}
+    drift = {"params": torch.tensor([1.0, 2.0, 3.0 + 2e-5, 4.0 - 1e-3]), "losses": [2.0, 1.6],
+             "grads": [[torch.tensor([1.0, -2.1])]]}
+    exact = distributed.dp_agreement([same, same], single)
+    assert exact["max_abs_diff_vs_single"] == 0 and exact["ranks_agree"] and exact["grad_max_rel_err"] == 0
+    assert exact["ranks"] == 2 and exact["n_params"] == 4 and exact["elements_over_1e-5"] == 0
+    stable = torch.tensor([True, True, True, False])  # the last element is in AdamW's eps regime
+    got = distributed.dp_agreement([same, drift], single, stable)  # rank 1 drifts: the max over ranks
+    assert got["max_abs_diff_vs_single"] == pytest.approx(1e-3, rel=1e-3)
+    assert got["max_abs_diff_outside_eps"] == pytest.approx(2e-5, rel=1e-2) and got["eps_regime_elements"] == 1
+    assert got["elements_over_1e-5"] == 2 and not got["ranks_agree"]
+    assert got["grad_max_rel_err"] == 0  # step 1's gradients are compared on rank 0 (all-reduced: all equal)
+    assert distributed.dp_agreement([drift], single)["grad_max_rel_err"] == pytest.approx(0.05)
+    assert distributed.dp_agreement([drift], single)["loss_max_abs_diff"] == pytest.approx(0.1)
+    assert distributed.dp_agreement([same], {**single, "grads": []})["grad_max_rel_err"] is None

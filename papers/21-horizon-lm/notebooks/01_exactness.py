@@ -90,7 +90,7 @@ run.save_figure(fig, "fig1_exactness")
 # AdamW; against one engine on the whole batches, the same worker as a single rank (a
 # `dp_layers`-layer model of the same width, on the CPU at every scale). Step 1's gradients
 # are compared before the optimizer, then the parameters after `dp_steps` steps: everywhere, and
-# where |g| >= 100 x AdamW's eps (`dp.EPS_REGIME`), outside the elements where eps amplifies
+# where |g| >= 100 x AdamW's eps (`distributed.ADAMW_EPS_REGIME`), outside the elements where eps amplifies
 # rounding (claims dp-grads-equal-single, dp-params-equal-outside-eps, dp-equals-single).
 
 # %%
@@ -106,9 +106,7 @@ dp_args = (dp_spec, run.seed, experiment.train_config(p, p.dp_steps), dp_batches
 dp_kwargs = {"checkpoints": p.checkpoints, "record_grads": True}
 single = distributed.spawn(dp.worker, 1, args=dp_args, kwargs=dp_kwargs, threads_per_rank=p.num_threads)[0]
 dp_results = distributed.spawn(dp.worker, p.dp_ranks, args=dp_args, kwargs=dp_kwargs, threads_per_rank=p.num_threads)
-dp_check = dp.agreement(dp_results, single, dp.outside_eps_regime(dp_spec, run.seed, dp_batches[0]))
-run.log_metrics({f"dp_{k}": v for k, v in dp_check.items()} | {
-    "dp_ranks": p.dp_ranks, "dp_n_params": int(single["params"].numel()),
-    "dp_loss_max_abs_diff": max(abs(a - b) for a, b in zip(dp_results[0]["losses"], single["losses"]))})  # fmt: skip
+dp_check = distributed.dp_agreement(dp_results, single, distributed.adamw_stable_mask(dp_spec, run.seed, dp_batches[0]))
+run.log_metrics({f"dp_{k}": v for k, v in dp_check.items()})
 run.log_timings({"dp_seconds": round(time.perf_counter() - started, 2)})
 dp_check

@@ -90,7 +90,7 @@ metrics
 # gradients all-reduced right before its update; against one run on the whole batches, the same
 # worker as a single rank (a `dp_layers`-layer model of the same width, on the CPU at every
 # scale). Step 1's gradients are compared before the optimizer, then the parameters after
-# `dp_steps` steps: everywhere, and where |g| >= 100 x AdamW's eps (`dp.EPS_REGIME`), outside the
+# `dp_steps` steps: everywhere, and where |g| >= 100 x AdamW's eps (`distributed.ADAMW_EPS_REGIME`), outside the
 # elements where eps amplifies rounding (claims dp-grads-equal-single, dp-params-equal-outside-eps,
 # dp-equals-single).
 
@@ -106,7 +106,8 @@ dp_batches = [tuple(t.cpu() for t in batches[i]) for i in range(p.dp_steps)]
 dp_args, dp_kwargs = (dp_spec, run.seed, p.train, dp_batches, folder), {"prefetch": p.prefetch, "record_grads": True}
 single = distributed.spawn(dp.worker, 1, args=dp_args, kwargs=dp_kwargs, threads_per_rank=p.num_threads)[0]
 dp_results = distributed.spawn(dp.worker, p.dp_ranks, args=dp_args, kwargs=dp_kwargs, threads_per_rank=p.num_threads)
-dp_metrics = dp.compare(dp_results, single, dp_spec, run.seed, dp_batches[0])
+dp_check = distributed.dp_agreement(dp_results, single, distributed.adamw_stable_mask(dp_spec, run.seed, dp_batches[0]))
+dp_metrics = {f"dp_{k}": v for k, v in dp_check.items()}
 run.log_metrics(dp_metrics)
 run.log_timings({"dp_seconds": round(time.perf_counter() - started, 2)})
 dp_metrics
