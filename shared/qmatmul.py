@@ -69,7 +69,7 @@ in one C++ pass each (the same ops in the same order: bit-identical, tested).
 :data:`A8W4_VNNI_NO_AMX_MAX_M`, else ``int8``; without the compiled kernels ``int4pack`` for
 M <= :data:`A8W4_INT4PACK_MAX_M`, else ``int8``. Thresholds measured on the benchmark's 2-core
 Xeon (AVX512-VNNI, AMX-INT8, 480 MiB L3), 4096 x 4096, cold, 2 threads, interleaved
-(benchmarks/bench_qmatmul.py, 2026-11-27): vnni 0.40 ms at M = 1 (84 % of the int4 floor) vs
+(benchmarks/bench_qmatmul.py, 2026-11-27): vnni 0.39-0.40 ms at M = 1 (82-84 % of the int4 floor) vs
 amx 0.79, 0.63 vs 0.80 at M = 8; amx wins from M = 12 (0.85 vs 1.23 ms; 1.36 vs 4.0 at M = 64);
 vnni beats int8 up to M = 16 (1.32 vs 1.45 ms) and loses at 32 (2.20 vs 1.57). Explicit ``vnni`` / ``amx`` where they cannot run
 fall back like ``auto`` without them (:meth:`QLinear.kernel_for` says which runs).

@@ -305,7 +305,7 @@ at::Tensor a8w4_gemm(const at::Tensor& x, const at::Tensor& packed, const at::Te
 // w8a8_gemv: the same y as a8w4_gemm for plain int8 weights w [N, K] (W8A8, per-channel scales):
 // rows r and r + ceil(N/2) are streamed together (two prefetched streams), each 64 weights
 // flipped to w + 128 (u8) by one xor, and the 128 * sum(a) this adds is subtracted per token.
-// For few tokens (oneDNN's prepacked GEMM is faster from M ~ 8 on, qmatmul.W8A8_VNNI_MAX_M).
+// For few tokens (oneDNN's prepacked GEMM is faster from M ~ 12 on: qmatmul.W8A8_VNNI_MAX_M).
 template <int T, int U>
 void dot_int8_rows(const int8_t* w0, const int8_t* w1, int64_t K, const int8_t* a, int64_t Kp, int32_t* out0,
                    int32_t* out1) {
