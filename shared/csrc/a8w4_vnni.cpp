@@ -239,23 +239,25 @@ void check(const at::Tensor& packed, const at::Tensor& gs) {
               "group_scales: must be a contiguous int8 [N, K/group] tensor, group even");
 }
 
-// The GEMV kernels' inputs: x FP32 [M, K] and channel scales sc FP32 [N] checked, x quantised
-// per token into a [M, Kp] (zero pad), its scales sx and code sums asum.
+// Every kernel's inputs: x FP32 [M, K] and channel scales sc FP32 [N] checked, x quantised per
+// token into a [rows, stride] (stride = Kp + extra bytes, rows = M rounded up to row_multiple; the
+// padding zero), its scales sx and code sums asum.
 struct Tokens {
-  int64_t M, Kp;
+  int64_t M, Kp, stride, rows;
   std::vector<int8_t> a;
   std::vector<float> sx;
   std::vector<int32_t> asum;
-  Tokens(const at::Tensor& x, const at::Tensor& sc, int64_t N, int64_t K)
-      : M(x.dim() == 2 ? x.size(0) : 0), Kp((K + kPad - 1) / kPad * kPad) {
+  Tokens(const at::Tensor& x, const at::Tensor& sc, int64_t N, int64_t K, int64_t extra = 0, int64_t row_multiple = 1)
+      : M(x.dim() == 2 ? x.size(0) : 0), Kp((K + kPad - 1) / kPad * kPad), stride(Kp + extra),
+        rows((M + row_multiple - 1) / row_multiple * row_multiple) {
     TORCH_CHECK(sc.dim() == 1 && sc.scalar_type() == at::kFloat && sc.is_contiguous() && sc.size(0) == N,
                 "channel_scales: must be a contiguous FP32 [N] tensor");
     TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous() && x.size(1) == K,
                 "x: must be a contiguous FP32 [M, in_features] tensor");
-    a.resize(static_cast<size_t>(M * Kp));
+    a.resize(static_cast<size_t>(rows * stride));  // value-initialised: the padding rows are zero
     sx.resize(static_cast<size_t>(M));
     asum.resize(static_cast<size_t>(M));
-    if (M > 0) quantize_tokens(x.data_ptr<float>(), M, K, Kp, a.data(), sx.data(), asum.data());
+    if (M > 0) quantize_tokens(x.data_ptr<float>(), M, K, stride, a.data(), sx.data(), asum.data());
   }
   // y[m, n] from the (w + 128) x a dot product d: minus 128 * sum(a), then the FP32 ops of the
   // int8 path (acc.float() * sx * sc), in its order
@@ -575,19 +577,12 @@ at::Tensor a8w4_amx(const at::Tensor& x, const at::Tensor& packed, const at::Ten
   check(packed, gs);
   TORCH_CHECK(amx_permission(), "AMX: the kernel refused the tile state (arch_prctl)");
   const int64_t half = packed.size(0), K = packed.size(1), N = 2 * half, G = gs.size(1), group = K / G;
-  TORCH_CHECK(sc.dim() == 1 && sc.scalar_type() == at::kFloat && sc.is_contiguous() && sc.size(0) == N,
-              "channel_scales: must be a contiguous FP32 [N] tensor");
-  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous() && x.size(1) == K,
-              "x: must be a contiguous FP32 [M, in_features] tensor");
-  // activation rows padded to Kp + 64 bytes: a stride of a multiple of 4 KiB would put a tile's 16 rows in one L1 set
-  const int64_t M = x.size(0), Kp = (K + kPad - 1) / kPad * kPad, Ks = Kp + kChunk, Mp = (M + 15) / 16 * 16,
-                KC = Kp / kChunk;
+  // activation rows padded to Kp + 64 bytes (a stride of a multiple of 4 KiB would put a tile's 16 rows
+  // in one L1 set), and to a multiple of 16 rows (whole A tiles)
+  const Tokens tk(x, sc, N, K, kChunk, 16);
+  const int64_t M = tk.M, Ks = tk.stride, Mp = tk.rows, KC = tk.Kp / kChunk;
   at::Tensor y = at::empty({M, N}, x.options());
   if (M == 0 || N == 0) return y;
-  std::vector<int8_t> a(static_cast<size_t>(Mp * Ks), 0);
-  std::vector<float> sx(static_cast<size_t>(M));
-  std::vector<int32_t> asum(static_cast<size_t>(M));
-  quantize_tokens(x.data_ptr<float>(), M, K, Ks, a.data(), sx.data(), asum.data());
   const uint8_t* pk = packed.data_ptr<uint8_t>();
   const int8_t* g = gs.data_ptr<int8_t>();
   const float* s = sc.data_ptr<float>();
@@ -595,7 +590,7 @@ at::Tensor a8w4_amx(const at::Tensor& x, const at::Tensor& packed, const at::Ten
   const int64_t blocks = (half + 15) / 16, supers = (blocks + kSuper - 1) / kSuper;
   const int64_t bsize = 2 * KC * 1024;  // one block's B tiles: low rows, then high rows
   at::parallel_for(0, supers, 1, [&](int64_t sb, int64_t se) {
-    amx_supers(sb, se, pk, g, s, out, a.data(), sx.data(), K, Ks, KC, half, G, group, blocks, Mp, M, N, bsize);
+    amx_supers(sb, se, pk, g, s, out, tk.a.data(), tk.sx.data(), K, Ks, KC, half, G, group, blocks, Mp, M, N, bsize);
   });
   return y;
 }
