@@ -55,8 +55,9 @@ metrics["claim_width"] = p.claim_width
 # where the methods need not all solve everything (with the large policy they all score 1.00 at cpu).
 
 # %%
-weak_metrics = search.weak_metrics(None, p.weak.claim_width if p.weak else None)
-if p.weak is not None:
+if p.weak is None:
+    weak_metrics = search.weak_metrics(None, None)
+else:
     weak_policy = reasoning.load_policy(folder, p.weak.policy, device=run.device)
     weak_summary, _, weak_seconds = search.compare(
         weak_policy, verifier, problems, p.weak.widths, p.lambda_s, concurrency=p.concurrency, progress=run.progress,
